@@ -1,0 +1,30 @@
+# `make demo` and `make test` do their own set-up: a virtualenv in .venv with pinned packages.
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# DVC runs stage commands through the shell: let them find this environment's python.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: demo test test-slow lint clean
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+demo: $(STAMP)  ## run the whole pipeline offline on the digits data, in build/demo
+	$(PYTHON) -m cifar_study.demo
+
+test: $(STAMP)  ## the default test suite (minutes on 2 CPU cores)
+	@# pytest exits 5 when it collected nothing: a suite that ran no test has not passed.
+	$(PYTHON) -m pytest -q || { rc=$$?; [ $$rc -ne 5 ] || echo "no tests were collected" >&2; exit $$rc; }
+
+test-slow: $(STAMP)  ## the slow end-to-end tests only
+	$(PYTHON) -m pytest -q -m slow
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache

@@ -1,0 +1,106 @@
+"""DenseNet-BC for CIFAR (Huang et al., 2017): the study's comparator.
+
+With the defaults (k=38, blocks (9, 9, 9)) it has 3,070,243 parameters, about 9.7% more than
+the ResNet, as the seed study reports.
+"""
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from cifar_study.models import register_model
+
+
+class Bottleneck(nn.Module):
+    """BN-ReLU-1x1 conv to ``bottleneck_width * k`` channels, BN-ReLU-3x3 conv to k channels.
+
+    The output is concatenated to the input, so each layer sees every earlier feature map.
+    """
+
+    def __init__(self, in_channels: int, growth_rate: int, bottleneck_width: int) -> None:
+        super().__init__()
+        inner = bottleneck_width * growth_rate
+        self.layers = nn.Sequential(
+            nn.BatchNorm2d(in_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(in_channels, inner, 1, bias=False),
+            nn.BatchNorm2d(inner),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(inner, growth_rate, 3, padding=1, bias=False),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, self.layers(x)], dim=1)  # (N, C + k, H, W)
+
+
+class Transition(nn.Sequential):
+    """BN-ReLU-1x1 conv then 2x2 average pool: shrinks channels and halves the resolution."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(
+            nn.BatchNorm2d(in_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(in_channels, out_channels, 1, bias=False),
+            nn.AvgPool2d(2),
+        )
+
+
+@register_model("densenet")
+class DenseNet(nn.Module):
+    """DenseNet-BC: a 3x3 stem, dense blocks joined by compressing transitions, linear head."""
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        growth_rate: int = 38,
+        blocks: Sequence[int] = (9, 9, 9),
+        compression: float = 0.5,
+        bottleneck_width: int = 4,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if growth_rate < 1:
+            raise ValueError(f"growth_rate must be >= 1, got {growth_rate}")
+        if len(blocks) == 0 or any(n < 1 for n in blocks):
+            raise ValueError(f"blocks must be a non-empty sequence of ints >= 1, got {blocks}")
+        if not 0.0 < compression <= 1.0:
+            raise ValueError(f"compression must be in (0, 1], got {compression}")
+        if bottleneck_width < 1:
+            raise ValueError(f"bottleneck_width must be >= 1, got {bottleneck_width}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+
+        # DenseNet-BC's CIFAR stem: one 3x3 conv to 2k channels (Huang et al., section 3).
+        channels = 2 * growth_rate
+        layers: list[nn.Module] = [nn.Conv2d(3, channels, 3, padding=1, bias=False)]
+        for index, num_layers in enumerate(blocks):
+            for _ in range(num_layers):
+                layers.append(Bottleneck(channels, growth_rate, bottleneck_width))
+                channels += growth_rate
+            if index < len(blocks) - 1:
+                # Compression theta: a transition keeps floor(theta * m) of its m channels.
+                out_channels = int(compression * channels)
+                layers.append(Transition(channels, out_channels))
+                channels = out_channels
+        # Pre-activation layers leave the last block un-normalised: one final BN-ReLU.
+        layers += [nn.BatchNorm2d(channels), nn.ReLU(inplace=True)]
+        self.features = nn.Sequential(*layers)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(channels, num_classes)
+
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                # He et al., 2015 init, as the DenseNet reference code uses.
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)  # (N, C, 32 / 2**(B-1), same)
+        # mean, not AdaptiveAvgPool2d: the latter's CUDA backward is non-deterministic.
+        x = x.mean((2, 3))  # (N, C)
+        return self.fc(self.dropout(x))

@@ -1,0 +1,96 @@
+"""The study's ResNet: ResNet-18 layout (He et al., 2016) with a CIFAR stem and base width 32.
+
+With the defaults it has exactly 2,797,610 parameters, the count the seed study reports.
+"""
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from cifar_study.models import register_model
+
+
+def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
+    """3x3 convolution, padding 1; bias-free because a BatchNorm follows."""
+    return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+
+
+def conv1x1(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
+    """1x1 convolution for projection shortcuts; bias-free because a BatchNorm follows."""
+    return nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 conv-BN layers plus a shortcut, ReLU after the sum (He et al., 2016, Fig. 2)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = conv3x3(in_channels, out_channels, stride)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = conv3x3(out_channels, out_channels)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU(inplace=True)
+        # Projection shortcut (option B of the paper) only where the shape changes.
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                conv1x1(in_channels, out_channels, stride), nn.BatchNorm2d(out_channels)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.shortcut(x))
+
+
+@register_model("resnet")
+class ResNet(nn.Module):
+    """CIFAR ResNet: 3x3 stem without max-pool, one stage per entry of ``blocks``, linear head."""
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        width: int = 32,
+        blocks: Sequence[int] = (2, 2, 2, 2),
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if width < 1:
+            raise ValueError(f"width must be >= 1, got {width}")
+        if len(blocks) == 0 or any(n < 1 for n in blocks):
+            raise ValueError(f"blocks must be a non-empty sequence of ints >= 1, got {blocks}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+
+        # 32x32 inputs are too small for ImageNet's 7x7 stride-2 stem and max-pool (He et al. 4.2).
+        self.stem = nn.Sequential(conv3x3(3, width), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
+        stages: list[nn.Module] = []
+        in_channels = width
+        for index, num_blocks in enumerate(blocks):
+            out_channels = width * 2**index
+            # Every stage after the first halves the resolution as it doubles the channels.
+            first_stride = 1 if index == 0 else 2
+            layers = [BasicBlock(in_channels, out_channels, first_stride)]
+            layers += [BasicBlock(out_channels, out_channels) for _ in range(num_blocks - 1)]
+            stages.append(nn.Sequential(*layers))
+            in_channels = out_channels
+        self.stages = nn.Sequential(*stages)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(in_channels, num_classes)
+
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                # He et al., 2015 ("Delving deep into rectifiers"), as in the ResNet paper.
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stages(self.stem(x))  # (N, width * 2**(S-1), 32 / 2**(S-1), same)
+        # mean, not AdaptiveAvgPool2d: the latter's CUDA backward is non-deterministic.
+        x = x.mean((2, 3))  # (N, C)
+        return self.fc(self.dropout(x))

@@ -1,0 +1,139 @@
+"""Every registered model: exact size, shapes, gradients, layouts, checkpoints, argument checks."""
+
+import io
+import re
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from cifar_study.errors import ConfigError
+from cifar_study.models import available_models, build_model, register_model
+from cifar_study.models.profile import count_parameters, macs_per_image
+
+# The seed study's counts (REFERENCE §1); a new model must add its own.
+EXPECTED_PARAMETERS = {"resnet": 2_797_610, "densenet": 3_070_243}
+
+# Small variants keep the behavioural tests fast; a model without one is tested at full size.
+SMALL_ARCH: dict[str, dict[str, Any]] = {
+    "resnet": {"width": 8, "blocks": (1, 1)},
+    "densenet": {"growth_rate": 6, "blocks": (2, 2)},
+}
+
+MODELS = available_models()
+
+
+def small_model(name: str, num_classes: int = 10, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return build_model(name, num_classes=num_classes, **SMALL_ARCH.get(name, {}))
+
+
+def images(batch: int = 3, seed: int = 1) -> torch.Tensor:
+    return torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_default_parameter_count_is_exact(name: str) -> None:
+    assert name in EXPECTED_PARAMETERS, f"add {name!r}'s default parameter count to the test"
+    assert count_parameters(build_model(name)) == EXPECTED_PARAMETERS[name]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_forward_shape_and_finite_with_odd_num_classes(name: str) -> None:
+    model = small_model(name, num_classes=7)
+    logits = model(images(batch=3))
+    assert logits.shape == (3, 7)
+    assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_parameter_gets_a_nonzero_gradient(name: str) -> None:
+    model = small_model(name, num_classes=7)
+    targets = torch.tensor([0, 3, 6])
+    nn.functional.cross_entropy(model(images(batch=3)), targets).backward()
+    for param_name, param in model.named_parameters():
+        assert param.grad is not None, f"{param_name} got no gradient"
+        assert param.grad.abs().sum() > 0, f"{param_name} got an all-zero gradient"
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_channels_last_matches_contiguous(name: str) -> None:
+    model = small_model(name).eval()
+    x = images()
+    with torch.no_grad():
+        expected = model(x)
+        model.to(memory_format=torch.channels_last)
+        actual = model(x.to(memory_format=torch.channels_last))
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_state_dict_round_trip_reproduces_eval_outputs(name: str) -> None:
+    model = small_model(name, seed=0)
+    model(images(seed=2))  # a train-mode pass moves the BatchNorm running statistics off their init
+    model.eval()
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    buffer.seek(0)
+    restored = small_model(name, seed=1)
+    restored.load_state_dict(torch.load(buffer, weights_only=True))
+    restored.eval()
+    x = images()
+    with torch.no_grad():
+        assert torch.equal(restored(x), model(x))
+
+
+def test_unknown_model_name_lists_known_ones() -> None:
+    with pytest.raises(ConfigError) as error:
+        build_model("vgg")
+    message = str(error.value)
+    assert "'vgg'" in message
+    for name in MODELS:
+        assert name in message
+
+
+def test_registering_a_taken_name_raises() -> None:
+    with pytest.raises(ValueError, match="'resnet' is already registered"):
+        register_model("resnet")(nn.Identity)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "message"),
+    [
+        ("resnet", {"num_classes": 0}, "num_classes must be >= 1"),
+        ("resnet", {"width": 0}, "width must be >= 1"),
+        ("resnet", {"blocks": ()}, "blocks must be a non-empty sequence of ints >= 1"),
+        ("resnet", {"blocks": (2, 0)}, "blocks must be a non-empty sequence of ints >= 1"),
+        ("resnet", {"dropout": 1.0}, "dropout must be in [0, 1)"),
+        ("resnet", {"dropout": -0.1}, "dropout must be in [0, 1)"),
+        ("densenet", {"growth_rate": 0}, "growth_rate must be >= 1"),
+        ("densenet", {"blocks": ()}, "blocks must be a non-empty sequence of ints >= 1"),
+        ("densenet", {"compression": 0.0}, "compression must be in (0, 1]"),
+        ("densenet", {"compression": 1.5}, "compression must be in (0, 1]"),
+        ("densenet", {"bottleneck_width": 0}, "bottleneck_width must be >= 1"),
+        ("densenet", {"dropout": 1.0}, "dropout must be in [0, 1)"),
+    ],
+)
+def test_invalid_arguments_name_the_argument_and_range(
+    name: str, kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        build_model(name, **kwargs)
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("training", [True, False])
+def test_macs_per_image_is_positive_repeatable_and_keeps_mode(name: str, training: bool) -> None:
+    model = small_model(name).train(training)
+    first = macs_per_image(model)
+    assert isinstance(first, int)
+    assert first > 0
+    assert macs_per_image(model) == first
+    assert model.training is training
+
+
+def test_macs_grow_with_resnet_width() -> None:
+    narrow = build_model("resnet", width=8, blocks=(1, 1))
+    wide = build_model("resnet", width=16, blocks=(1, 1))
+    assert macs_per_image(wide) > macs_per_image(narrow)
