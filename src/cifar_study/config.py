@@ -50,12 +50,124 @@ class DataConfig:
         return self.source not in NAMED_SOURCES
 
 
+def _positive(kind: str = "a number") -> dict[str, Any]:
+    return _rule(lambda v: v > 0, f"{kind} > 0")
+
+
+def _non_negative(kind: str = "a number") -> dict[str, Any]:
+    return _rule(lambda v: v >= 0, f"{kind} >= 0")
+
+
+def _fraction(allowed: str = "a number in [0, 1)") -> dict[str, Any]:
+    return _rule(lambda v: 0 <= v < 1, allowed)
+
+
+def _one_of(*choices: str) -> dict[str, Any]:
+    return _rule(lambda v: v in choices, "one of " + ", ".join(choices))
+
+
+def _all_positive(allowed: str) -> dict[str, Any]:
+    return _rule(lambda v: all(x > 0 for x in v), allowed)
+
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("onecycle", "cosine", "step", "constant")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+@dataclasses.dataclass(frozen=True)
+class ResNetConfig:
+    """The study's ResNet: BasicBlocks per stage; channels double from `width` each stage."""
+
+    width: int = dataclasses.field(default=32, metadata=_positive("an integer"))
+    blocks: tuple[int, ...] = dataclasses.field(
+        default=(2, 2, 2, 2), metadata=_all_positive("a list of integers > 0")
+    )
+    dropout: float = dataclasses.field(default=0.0, metadata=_fraction())
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseNetConfig:
+    """DenseNet-BC: dense blocks of bottleneck layers joined by compressing transitions."""
+
+    growth_rate: int = dataclasses.field(default=38, metadata=_positive("an integer"))
+    blocks: tuple[int, ...] = dataclasses.field(
+        default=(9, 9, 9), metadata=_all_positive("a list of integers > 0")
+    )
+    compression: float = dataclasses.field(
+        default=0.5, metadata=_rule(lambda v: 0 < v <= 1, "a number in (0, 1]")
+    )
+    bottleneck_width: int = dataclasses.field(default=4, metadata=_positive("an integer"))
+    dropout: float = dataclasses.field(default=0.0, metadata=_fraction())
+
+
 @dataclasses.dataclass(frozen=True)
 class Params:
-    """Everything in params.yaml."""
+    """Everything in params.yaml. The training recipe sits at the top level, shared by both
+    models, so that `dvc exp run -S lr=0.05` reads as users type it."""
 
-    seed: int = dataclasses.field(default=0, metadata=_rule(lambda v: v >= 0, "an integer >= 0"))
+    seed: int = dataclasses.field(default=0, metadata=_non_negative("an integer"))
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
+
+    # Recipe
+    epochs: int = dataclasses.field(default=60, metadata=_positive("an integer"))
+    batch_size: int = dataclasses.field(default=512, metadata=_positive("an integer"))
+    optimizer: str = dataclasses.field(default="sgd", metadata=_one_of(*OPTIMIZERS))
+    lr: float = dataclasses.field(default=0.4, metadata=_positive())
+    momentum: float = dataclasses.field(default=0.9, metadata=_fraction())
+    nesterov: bool = True
+    weight_decay: float = dataclasses.field(default=5e-4, metadata=_non_negative())
+    schedule: str = dataclasses.field(default="onecycle", metadata=_one_of(*SCHEDULES))
+    warmup_epochs: float = dataclasses.field(default=2.0, metadata=_non_negative())
+    step_every: int = dataclasses.field(default=30, metadata=_positive("an integer"))
+    step_gamma: float = dataclasses.field(
+        default=0.1, metadata=_rule(lambda v: 0 < v <= 1, "a number in (0, 1]")
+    )
+    label_smoothing: float = dataclasses.field(default=0.1, metadata=_fraction())
+    mixup_alpha: float = dataclasses.field(default=0.0, metadata=_non_negative())
+    mixup_decay: bool = True
+    ema_decay: float = dataclasses.field(
+        default=0.0, metadata=_fraction("0 (off) or a decay in (0, 1)")
+    )
+    crop_padding: int = dataclasses.field(default=4, metadata=_non_negative("an integer"))
+    flip: bool = True
+    cutout: int = dataclasses.field(
+        default=0, metadata=_rule(lambda v: 0 <= v <= 32, "an integer in [0, 32] (0: off)")
+    )
+    train_fraction: float = dataclasses.field(
+        default=1.0, metadata=_rule(lambda v: 0 < v <= 1, "a number in (0, 1]")
+    )
+    eval_batch_size: int = dataclasses.field(default=1024, metadata=_positive("an integer"))
+
+    # Runtime: where and how to compute. None of these changes what is learnt, only how fast.
+    device: str = dataclasses.field(
+        default="auto",
+        metadata=_rule(
+            lambda v: v in ("auto", "cpu", "cuda") or v.startswith("cuda:"),
+            "auto, cpu, cuda or cuda:N",
+        ),
+    )
+    precision: str = dataclasses.field(default="auto", metadata=_one_of(*PRECISIONS))
+    channels_last: bool = True
+    compile: bool = False
+    deterministic: bool = False
+
+    # Architectures
+    resnet: ResNetConfig = dataclasses.field(default_factory=ResNetConfig)
+    densenet: DenseNetConfig = dataclasses.field(default_factory=DenseNetConfig)
+
+    def __post_init__(self) -> None:
+        if self.warmup_epochs >= self.epochs:
+            raise ConfigError(
+                f"warmup_epochs = {self.warmup_epochs} must be smaller than epochs = {self.epochs}"
+            )
+
+    def architecture(self, model: str) -> dict[str, Any]:
+        """The keyword arguments of `model`'s builder, from its section of params.yaml."""
+        section = getattr(self, model, None)
+        if not dataclasses.is_dataclass(section):
+            raise ConfigError(f"params.yaml has no architecture section for model '{model}'")
+        return dataclasses.asdict(section)
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

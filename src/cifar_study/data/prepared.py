@@ -131,15 +131,21 @@ def prepare(raw: RawDataset, out_dir: Path, val_size: float, seed: int) -> dict:
     return summary
 
 
-def load_prepared(folder: Path, mmap: bool = False) -> PreparedData:
-    """Load the prepared splits after checking each array against its recorded sha256."""
+def read_summary(folder: Path) -> dict:
+    """The prepared data set's `dataset.json`: classes, normalisation, checksums, counts."""
     path = folder / SUMMARY
     try:
-        summary = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except FileNotFoundError:
         raise DataError(f"{path} is missing: run the prepare stage first") from None
     except json.JSONDecodeError as exc:
         raise DataError(f"{path} is not valid JSON ({exc}); rerun the prepare stage") from None
+
+
+def load_prepared(folder: Path, mmap: bool = False) -> PreparedData:
+    """Load the prepared splits after checking each array against its recorded sha256."""
+    summary = read_summary(folder)
+    path = folder / SUMMARY
     splits = {}
     for name in SPLITS:
         arrays = []

@@ -1,0 +1,221 @@
+"""DVC stage `train@<model>`: train one registered model on the prepared data.
+
+    python -m cifar_study.stages.train --model resnet --params params.yaml \
+        --data data/prepared --out models/resnet --checkpoint checkpoints/resnet/last.pt \
+        --live metrics/train/resnet
+
+Runs on the GPU when there is one (params `device: auto`), else on the CPU. Under
+`torchrun --nproc_per_node=N` it trains data-parallel, with rank 0 alone logging and saving.
+Interrupted (SIGINT/SIGTERM), it saves a checkpoint and exits non-zero; run it again to resume.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from dvclive import Live
+
+from cifar_study.cli import user_errors_exit
+from cifar_study.config import Params, load_params
+from cifar_study.data.prepared import load_prepared, read_summary
+from cifar_study.errors import ConfigError
+from cifar_study.fileio import atomic_path, write_json
+from cifar_study.models import build_model
+from cifar_study.models.profile import count_parameters, macs_per_image
+from cifar_study.training.engine import StopSignal, Trainer, TrainingInterrupted
+from cifar_study.training.runtime import Runtime, process_group, resolve_runtime
+
+# The keys of params.yaml this stage reads besides the model's own section (dvc.yaml lists them).
+RECIPE_KEYS = (
+    "seed",
+    "epochs",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "momentum",
+    "nesterov",
+    "weight_decay",
+    "schedule",
+    "warmup_epochs",
+    "step_every",
+    "step_gamma",
+    "label_smoothing",
+    "mixup_alpha",
+    "mixup_decay",
+    "ema_decay",
+    "crop_padding",
+    "flip",
+    "cutout",
+    "train_fraction",
+    "eval_batch_size",
+    "device",
+    "precision",
+    "channels_last",
+    "compile",
+    "deterministic",
+)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="registered model name, e.g. resnet")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file")
+    parser.add_argument("--data", type=Path, required=True, help="prepared data folder")
+    parser.add_argument("--out", type=Path, required=True, help="folder for model.pt, model.json")
+    parser.add_argument("--checkpoint", type=Path, required=True, help="resumable checkpoint file")
+    parser.add_argument("--live", type=Path, required=True, help="DVCLive folder for metrics")
+    return parser.parse_args(argv)
+
+
+@user_errors_exit
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    params = load_params(args.params)
+    architecture = params.architecture(args.model)
+    classes = read_summary(args.data)["classes"]
+    torch.manual_seed(params.seed)
+    try:
+        model = build_model(args.model, num_classes=len(classes), **architecture)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"params.yaml section '{args.model}': {exc}") from None
+    size = {"parameters": count_parameters(model), "macs_per_image": macs_per_image(model)}
+    runtime = resolve_runtime(
+        params.device, params.precision, params.channels_last, params.compile, params.deterministic
+    )
+    data = load_prepared(args.data)
+    stop = StopSignal()
+    with stop.installed(), process_group(runtime):
+        trainer = Trainer(
+            model,
+            data,
+            params,
+            runtime,
+            args.checkpoint,
+            fingerprint(args.model, params, args.data),
+            stop,
+        )
+        trainer.resume()
+        live = _open_live(args.live, args.model, params, size) if runtime.is_main else None
+        with live or contextlib.nullcontext():
+            for epoch, metrics in enumerate(trainer.history, start=1):
+                _log_epoch(live, epoch, metrics)  # replayed from the checkpoint: no gaps
+            try:
+                trainer.fit(on_epoch=lambda m: _report(live, len(trainer.history), params, m))
+            except TrainingInterrupted as exc:
+                print(f"error: {exc}", flush=True)
+                return 128 + exc.signum
+        if runtime.is_main:
+            export(trainer, args.model, architecture, classes, data.mean, data.std, size, args.out)
+    return 0
+
+
+def fingerprint(model: str, params: Params, data_dir: Path) -> str:
+    """What a checkpoint must match to be resumed: model, recipe, data and process count."""
+    recipe = {key: getattr(params, key) for key in RECIPE_KEYS}
+    identity = {
+        "model": model,
+        "architecture": params.architecture(model),
+        "recipe": recipe,
+        "data": read_summary(data_dir)["sha256"],
+        "world_size": torch.distributed.get_world_size()
+        if torch.distributed.is_initialized()
+        else 1,
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _open_live(folder: Path, model: str, params: Params, size: dict[str, int]) -> Live:
+    # dvc.yaml declares metrics and plots by hand; outside a DVC run, save no experiment.
+    live = Live(str(folder), dvcyaml=False, save_dvc_exp=False)
+    live.log_params(
+        {
+            "model": model,
+            **{k: getattr(params, k) for k in RECIPE_KEYS},
+            **{
+                f"{model}.{k}": list(v) if isinstance(v, tuple) else v
+                for k, v in params.architecture(model).items()
+            },
+        }
+    )
+    for name, value in size.items():
+        live.log_metric(name, value, plot=False)
+    return live
+
+
+def _log_epoch(live: Live | None, epoch: int, metrics: dict[str, float]) -> None:
+    """Log one epoch at step = epoch number, the same names for every model."""
+    if live is None:
+        return
+    live.step = epoch
+    for name, value in metrics.items():
+        live.log_metric(name, value)
+    live.next_step()
+
+
+def _report(live: Live | None, epoch: int, params: Params, metrics: dict[str, float]) -> None:
+    _log_epoch(live, epoch, metrics)
+    if live is None:
+        return
+    val = (
+        f"  val loss {metrics['val/loss']:.4f} acc {metrics['val/acc']:.2%}"
+        if "val/loss" in metrics
+        else ""
+    )
+    print(
+        f"epoch {epoch}/{params.epochs}  train loss {metrics['train/loss']:.4f} "
+        f"acc {metrics['train/acc']:.2%}{val}  lr {metrics['lr']:.4g}  "
+        f"{metrics['epoch_time_s']:.1f}s  {metrics['images_per_s']:,.0f} img/s",
+        flush=True,
+    )
+
+
+def export(
+    trainer: Trainer,
+    model_name: str,
+    architecture: dict[str, Any],
+    classes: list[str],
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    size: dict[str, int],
+    out: Path,
+) -> None:
+    """Write `model.pt` (a plain state dict) and `model.json` (what evaluation needs)."""
+    state = {k: v.detach().cpu().contiguous() for k, v in trainer.eval_model.state_dict().items()}
+    with atomic_path(out / "model.pt") as tmp:
+        torch.save(state, tmp)
+    runtime: Runtime = trainer.runtime
+    write_json(
+        out / "model.json",
+        {
+            "model": model_name,
+            "architecture": {
+                k: list(v) if isinstance(v, tuple) else v for k, v in architecture.items()
+            },
+            "classes": classes,
+            "normalization": {"mean": list(mean), "std": list(std)},
+            **size,
+            "epochs": trainer.epoch,
+            "ema": trainer.ema is not None,
+            "final": trainer.history[-1] if trainer.history else {},
+            "train_time_s": sum(m["epoch_time_s"] for m in trainer.history),
+            "runtime": {
+                "device": str(runtime.device),
+                "precision": runtime.precision_name,
+                "processes": runtime.world_size,
+            },
+            "params": {
+                k: v for k, v in dataclasses.asdict(trainer.params).items() if k in RECIPE_KEYS
+            },
+        },
+    )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,369 @@
+"""One training engine for every model: batches on the device, mixed precision, checkpoints.
+
+The engine owns the loop and its state (model, optimizer, schedule, scaler, EMA, RNG, position in
+the epoch) and nothing else: where metrics go is the caller's `on_epoch`, and what to train is
+the caller's model. It resumes bitwise-exactly (on CPU) from a checkpoint taken at any step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm import tqdm
+
+from cifar_study.config import Params
+from cifar_study.data.prepared import PreparedData, Split
+from cifar_study.errors import ConfigError, StudyError
+from cifar_study.training.augment import Augmentation, DeviceSplit
+from cifar_study.training.checkpoint import (
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from cifar_study.training.optim import build_optimizer, build_scheduler
+from cifar_study.training.runtime import Runtime
+
+CHECKPOINT_FORMAT = 1
+EpochCallback = Callable[[dict[str, float]], None]
+
+
+class TrainingInterrupted(StudyError):
+    """A signal asked training to stop; the state after the last finished step is saved."""
+
+    def __init__(self, signum: int, checkpoint: Path) -> None:
+        self.signum = signum
+        super().__init__(
+            f"stopped by {signal.Signals(signum).name}; checkpoint saved to {checkpoint}. "
+            "Run the same command (or `dvc repro`) again to resume."
+        )
+
+
+class NonFiniteLoss(StudyError):
+    """The loss became NaN or infinite; the last good checkpoint is kept, nothing is saved."""
+
+
+class StopSignal:
+    """Set by SIGINT/SIGTERM; the loop checks it between steps. A second SIGINT aborts at once."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[StopSignal]:
+        """Catch SIGINT and SIGTERM for the duration, then restore the previous handlers."""
+        previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, split: DeviceSplit, batch_size: int, runtime: Runtime
+) -> dict[str, float]:
+    """Mean cross-entropy and accuracy of `model` on a whole split (no augmentation)."""
+    was_training = model.training
+    model.eval()
+    loss_sum, correct = torch.zeros((), device=split.device), torch.zeros((), device=split.device)
+    for start in range(0, len(split), batch_size):
+        index = torch.arange(start, min(start + batch_size, len(split)), device=split.device)
+        x, y = split.batch(index, channels_last=runtime.channels_last)
+        with runtime.autocast():
+            logits = model(x)
+        loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
+    model.train(was_training)
+    return {"loss": loss_sum.item() / len(split), "acc": correct.item() / len(split)}
+
+
+class Trainer:
+    """Trains one model on prepared data under one recipe; see the module docstring."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: PreparedData,
+        params: Params,
+        runtime: Runtime,
+        checkpoint_path: Path,
+        fingerprint: str,
+        stop: StopSignal | None = None,
+    ) -> None:
+        self.params = params
+        self.runtime = runtime
+        self.checkpoint_path = checkpoint_path
+        self.fingerprint = fingerprint
+        self.stop = stop or StopSignal()
+        device = runtime.device
+
+        train = _subset(data.splits["train"], params.train_fraction, params.seed)
+        self.train_split = DeviceSplit(train.images, train.labels, data.mean, data.std, device)
+        val = data.splits["val"]
+        self.val_split = (
+            DeviceSplit(val.images, val.labels, data.mean, data.std, device) if len(val) else None
+        )
+        if params.batch_size % runtime.world_size:
+            raise ConfigError(
+                f"batch_size = {params.batch_size} must be divisible by the number of "
+                f"processes ({runtime.world_size})"
+            )
+        # Incomplete batches are dropped so that every step (and every rank's shard) is full.
+        self.steps_per_epoch = len(self.train_split) // params.batch_size
+        if self.steps_per_epoch == 0:
+            raise ConfigError(
+                f"batch_size = {params.batch_size} is larger than the training set "
+                f"({len(self.train_split)} images); lower batch_size"
+            )
+        self.augmentation = Augmentation(params.crop_padding, params.flip, params.cutout)
+
+        if runtime.distributed and device.type == "cuda":
+            # Batch statistics over the global batch, as on one device with the full batch.
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
+        self.model = model.to(device, memory_format=memory_format)
+        self.optimizer = build_optimizer(self.model, params)
+        self.scheduler = build_scheduler(self.optimizer, params, self.steps_per_epoch)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=runtime.needs_grad_scaler)
+        self.ema = (
+            AveragedModel(
+                self.model, multi_avg_fn=get_ema_multi_avg_fn(params.ema_decay), use_buffers=True
+            )
+            if params.ema_decay > 0
+            else None
+        )
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=params.label_smoothing)
+        forward_model: nn.Module = self.model
+        if runtime.distributed:
+            forward_model = DistributedDataParallel(
+                forward_model, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        self.forward_model = torch.compile(forward_model) if runtime.compile else forward_model
+
+        # Position in the run; all of it goes into the checkpoint.
+        self.epoch = 0  # epochs completed
+        self.batch = 0  # steps completed within the current epoch
+        self.perm: torch.Tensor | None = None  # the current epoch's sample order
+        self.partial = _empty_partial()  # running sums of the current epoch
+        self.history: list[dict[str, float]] = []
+        self.last_lr = params.lr  # the lr of the latest step, for logging
+
+    # -- checkpoints ------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "fingerprint": self.fingerprint,
+            "complete": self.epoch >= self.params.epochs,
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "perm": self.perm,
+            "partial": dict(self.partial),
+            "history": list(self.history),
+            "last_lr": self.last_lr,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "rng": rng_state(),
+        }
+
+    def resume(self) -> bool:
+        """Continue from the checkpoint if it is an unfinished run of this same configuration.
+
+        A finished or foreign checkpoint is ignored: DVC re-runs a stage only when something it
+        depends on changed, so that run must start from scratch.
+        """
+        if not self.checkpoint_path.is_file():
+            return False
+        state = load_checkpoint(self.checkpoint_path)
+        if state.get("format") != CHECKPOINT_FORMAT or state.get("fingerprint") != self.fingerprint:
+            self._say(f"{self.checkpoint_path}: from another configuration; starting afresh")
+            return False
+        if state["complete"]:
+            self._say(f"{self.checkpoint_path}: from a finished run; starting afresh")
+            return False
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.epoch, self.batch, self.perm = state["epoch"], state["batch"], state["perm"]
+        self.partial, self.history = dict(state["partial"]), list(state["history"])
+        self.last_lr = state["last_lr"]
+        set_rng_state(state["rng"])
+        self._say(f"resuming from {self.checkpoint_path}: epoch {self.epoch + 1} step {self.batch}")
+        return True
+
+    def save(self) -> None:
+        if self.runtime.is_main:
+            save_checkpoint(self.state_dict(), self.checkpoint_path)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def fit(self, on_epoch: EpochCallback | None = None) -> list[dict[str, float]]:
+        """Train until `params.epochs`; checkpoint after every epoch and when a signal arrives."""
+        self.forward_model.train()
+        try:
+            while self.epoch < self.params.epochs:
+                metrics = self._train_epoch()
+                if self.val_split is not None:
+                    val = evaluate(
+                        self.eval_model, self.val_split, self.params.eval_batch_size, self.runtime
+                    )
+                    metrics.update({"val/loss": val["loss"], "val/acc": val["acc"]})
+                self.history.append(metrics)
+                self.epoch, self.batch, self.perm = self.epoch + 1, 0, None
+                self.partial = _empty_partial()
+                # Checkpoint before reporting: a crash in between replays from the checkpoint.
+                self.save()
+                if on_epoch is not None:
+                    on_epoch(metrics)
+        except torch.cuda.OutOfMemoryError:
+            raise StudyError(
+                f"CUDA ran out of memory with batch_size = {self.params.batch_size}; lower "
+                "batch_size in params.yaml (e.g. `dvc exp run -S batch_size=256`)"
+            ) from None
+        return self.history
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that are evaluated and exported: the EMA average when enabled."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def _train_epoch(self) -> dict[str, float]:
+        params, runtime = self.params, self.runtime
+        if self.perm is None:
+            self.perm = torch.randperm(len(self.train_split))
+        local = params.batch_size // runtime.world_size
+        start_time = time.perf_counter() - self.partial["seconds"]
+        bar = tqdm(
+            range(self.batch, self.steps_per_epoch),
+            initial=self.batch,
+            total=self.steps_per_epoch,
+            desc=f"epoch {self.epoch + 1}/{params.epochs}",
+            leave=False,
+            disable=None if runtime.is_main else True,
+        )
+        for b in bar:
+            batch_index = self.perm[b * params.batch_size : (b + 1) * params.batch_size]
+            index = batch_index[runtime.rank * local : (runtime.rank + 1) * local]
+            x, y = self.train_split.batch(
+                index.to(runtime.device), self.augmentation, runtime.channels_last
+            )
+            loss, correct = self._step(x, y, b)
+            self.batch = b + 1
+            self.partial["loss_sum"] += loss * len(y)
+            self.partial["correct"] += correct
+            self.partial["seen"] += len(y)
+            self.partial["seconds"] = time.perf_counter() - start_time
+            bar.set_postfix(loss=f"{loss:.3f}")
+            if self._agreed(self.stop.signum is not None):
+                self.save()
+                raise TrainingInterrupted(self.stop.signum or signal.SIGTERM, self.checkpoint_path)
+        bar.close()
+        seen, seconds = self.partial["seen"], self.partial["seconds"]
+        totals = torch.tensor(
+            [self.partial["loss_sum"], self.partial["correct"], seen],
+            dtype=torch.float64,
+            device=runtime.device,
+        )
+        if runtime.distributed:
+            dist.all_reduce(totals)
+        return {
+            "train/loss": totals[0].item() / totals[2].item(),
+            "train/acc": totals[1].item() / totals[2].item(),
+            "lr": self.last_lr,
+            "epoch_time_s": seconds,
+            "images_per_s": totals[2].item() / seconds,
+        }
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor, batch: int) -> tuple[float, int]:
+        """One optimizer step; returns this process's batch loss and correct count."""
+        params = self.params
+        mix = self._mixup_lambda()
+        if mix is not None:
+            partner = torch.randperm(len(y), device=y.device)
+            x = mix * x + (1 - mix) * x[partner]
+        with self.runtime.autocast():
+            logits = self.forward_model(x)
+            loss = self.criterion(logits, y)
+            if mix is not None:
+                loss = mix * loss + (1 - mix) * self.criterion(logits, y[partner])
+        loss_value = loss.item()
+        if self._agreed(not math.isfinite(loss_value)):
+            raise NonFiniteLoss(
+                f"the loss became {loss_value} at epoch {self.epoch + 1}, step {batch + 1}; "
+                f"training stopped and the last good checkpoint ({self.checkpoint_path}, "
+                f"{self.epoch} epochs) was kept. Try a lower lr (now {params.lr})."
+            )
+        self.last_lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        return loss_value, int((logits.argmax(1) == y).sum().item())
+
+    def _mixup_lambda(self) -> float | None:
+        """Mixup's mixing weight for this step (Zhang et al., 2018), or None when off.
+
+        As in the study, alpha can decay linearly to zero over the run.
+        """
+        alpha = self.params.mixup_alpha
+        if self.params.mixup_decay:
+            done = (self.epoch * self.steps_per_epoch + self.batch) / (
+                self.params.epochs * self.steps_per_epoch
+            )
+            alpha *= 1.0 - done
+        if alpha <= 0:
+            return None
+        return float(torch.distributions.Beta(alpha, alpha).sample())
+
+    def _agreed(self, flag: bool) -> bool:
+        """True if `flag` is true in any process: every rank must leave the loop together."""
+        if not self.runtime.distributed:
+            return flag
+        t = torch.tensor([float(flag)], device=self.runtime.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def _say(self, message: str) -> None:
+        if self.runtime.is_main:
+            print(message, flush=True)
+
+
+def _empty_partial() -> dict[str, float]:
+    return {"loss_sum": 0.0, "correct": 0.0, "seen": 0.0, "seconds": 0.0}
+
+
+def _subset(split: Split, fraction: float, seed: int) -> Split:
+    """A seeded random `fraction` of a split (for budgets on slow machines); all of it at 1."""
+    if fraction >= 1:
+        return split
+    keep = max(1, round(len(split) * fraction))
+    generator = torch.Generator().manual_seed(seed)
+    index = torch.randperm(len(split), generator=generator)[:keep].sort().values.numpy()
+    return Split(split.images[index], split.labels[index])

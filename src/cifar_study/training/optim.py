@@ -1,0 +1,71 @@
+"""Optimizers and learning-rate schedules, built from the recipe in params.yaml."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+from torch import nn
+
+from cifar_study.config import Params
+
+
+def build_optimizer(model: nn.Module, params: Params) -> torch.optim.Optimizer:
+    """SGD (optionally Nesterov), Adam or AdamW over all of `model`'s parameters."""
+    if params.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(),
+            lr=params.lr,
+            momentum=params.momentum,
+            nesterov=params.nesterov and params.momentum > 0,
+            weight_decay=params.weight_decay,
+        )
+    optimizer = torch.optim.AdamW if params.optimizer == "adamw" else torch.optim.Adam
+    return optimizer(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+
+
+def lr_factor(
+    step: int,
+    *,
+    total_steps: int,
+    warmup_steps: int,
+    steps_per_epoch: int,
+    schedule: str,
+    step_every: int = 30,
+    step_gamma: float = 0.1,
+) -> float:
+    """Multiplier of the base lr at optimizer step `step` (0-based): linear warm-up, then decay.
+
+    onecycle decays linearly to zero (the triangular schedule of the fast CIFAR trainers),
+    cosine follows half a cosine to zero, step multiplies by `step_gamma` every `step_every`
+    epochs, constant stays at one.
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    if schedule == "onecycle":
+        return max(0.0, 1.0 - progress)
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+    if schedule == "step":
+        return step_gamma ** ((step // steps_per_epoch) // step_every)
+    if schedule == "constant":
+        return 1.0
+    raise ValueError(f"unknown schedule {schedule!r}")
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, params: Params, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A per-step scheduler for `lr_factor`, sized to the whole run."""
+    factor = functools.partial(
+        lr_factor,
+        total_steps=params.epochs * steps_per_epoch,
+        warmup_steps=round(params.warmup_epochs * steps_per_epoch),
+        steps_per_epoch=steps_per_epoch,
+        schedule=params.schedule,
+        step_every=params.step_every,
+        step_gamma=params.step_gamma,
+    )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

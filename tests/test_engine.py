@@ -1,0 +1,333 @@
+"""The training engine: schedules, on-device augmentation, learning, checkpoints, resume, DDP."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import signal
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+from torch import nn
+from training_helpers import tiny_params, tiny_prepared
+
+from cifar_study.errors import ConfigError, StudyError
+from cifar_study.models import build_model
+from cifar_study.training import augment
+from cifar_study.training.checkpoint import load_checkpoint, save_checkpoint
+from cifar_study.training.engine import NonFiniteLoss, Trainer, TrainingInterrupted
+from cifar_study.training.optim import lr_factor
+from cifar_study.training.runtime import resolve_runtime
+
+CPU = resolve_runtime("cpu", "auto", channels_last=False)
+
+
+# -- schedules --------------------------------------------------------------------------------
+
+
+def _factors(schedule: str, total: int = 100, warmup: int = 10, **kw: float) -> list[float]:
+    return [
+        lr_factor(
+            s, total_steps=total, warmup_steps=warmup, steps_per_epoch=10, schedule=schedule, **kw
+        )
+        for s in range(total)
+    ]
+
+
+def test_warmup_rises_linearly_to_the_peak() -> None:
+    f = _factors("constant")
+    assert f[:10] == pytest.approx([(i + 1) / 10 for i in range(10)])
+    assert f[10:] == [1.0] * 90
+
+
+def test_onecycle_and_cosine_decay_from_peak_to_near_zero() -> None:
+    for schedule in ("onecycle", "cosine"):
+        f = _factors(schedule)
+        after = f[10:]
+        assert after[0] == pytest.approx(1.0)
+        assert all(a >= b for a, b in itertools.pairwise(after)), schedule
+        assert after[-1] < 0.05, schedule
+
+
+def test_step_schedule_multiplies_by_gamma_every_step_every_epochs() -> None:
+    f = _factors("step", warmup=0, step_every=3, step_gamma=0.5)
+    assert f[29] == 1.0 and f[30] == 0.5 and f[59] == 0.5 and f[60] == 0.25
+
+
+# -- augmentation -----------------------------------------------------------------------------
+
+
+def test_random_crop_is_a_shifted_window_of_the_zero_padded_image() -> None:
+    torch.manual_seed(0)
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8) + 1
+    out = augment.random_crop(x, padding=2)
+    padded = nn.functional.pad(x, (2, 2, 2, 2))
+    assert out.shape == x.shape
+    for i in range(2):
+        windows = [padded[i, :, dy : dy + 8, dx : dx + 8] for dy in range(5) for dx in range(5)]
+        assert any(torch.equal(out[i], w) for w in windows)
+
+
+def test_random_flip_mirrors_about_half_the_images() -> None:
+    torch.manual_seed(0)
+    x = torch.rand(400, 3, 4, 4)
+    out = augment.random_flip(x)
+    flipped = [torch.equal(o, xi.flip(2)) for o, xi in zip(out, x, strict=True)]
+    kept = [torch.equal(o, xi) for o, xi in zip(out, x, strict=True)]
+    assert all(f or k for f, k in zip(flipped, kept, strict=True))
+    assert 150 < sum(flipped) < 250
+
+
+def test_cutout_zeroes_at_most_a_square_per_image() -> None:
+    torch.manual_seed(0)
+    x = torch.ones(64, 3, 32, 32)
+    out = augment.cutout(x, size=8)
+    zeros_per_image = (out[:, 0] == 0).sum(dim=(1, 2))
+    assert zeros_per_image.max() == 64 and zeros_per_image.min() > 0
+    assert torch.equal(out[:, 0] == 0, out[:, 2] == 0)  # same square in every channel
+
+
+def test_device_split_normalises_with_the_given_stats() -> None:
+    data = tiny_prepared()
+    split = augment.DeviceSplit(
+        data.splits["train"].images, data.splits["train"].labels, data.mean, data.std, CPU.device
+    )
+    x, y = split.batch(torch.arange(4))
+    raw = torch.from_numpy(data.splits["train"].images[:4]).permute(0, 3, 1, 2).float() / 255
+    assert torch.allclose(x, (raw - 0.4) / 0.3, atol=1e-5)
+    assert y.tolist() == data.splits["train"].labels[:4].tolist()
+
+
+# -- training ---------------------------------------------------------------------------------
+
+
+def _trainer(tmp_path: Path, seed: int = 0, model: str = "resnet", **overrides) -> Trainer:
+    params = tiny_params(**overrides)
+    torch.manual_seed(seed)
+    net = build_model(model, num_classes=4, **params.architecture(model))
+    return Trainer(net, tiny_prepared(), params, CPU, tmp_path / "ckpt.pt", "fingerprint")
+
+
+@pytest.mark.parametrize("model", ["resnet", "densenet"])
+def test_training_learns_an_easy_task(tmp_path: Path, model: str) -> None:
+    trainer = _trainer(tmp_path, model=model, epochs=4, lr=0.1, cutout=0)
+    history = trainer.fit()
+    assert len(history) == 4
+    assert history[-1]["train/loss"] < history[0]["train/loss"]
+    assert history[-1]["val/acc"] >= 0.75  # chance is 0.25
+    for metrics in history:
+        assert set(metrics) == {
+            "train/loss",
+            "train/acc",
+            "val/loss",
+            "val/acc",
+            "lr",
+            "epoch_time_s",
+            "images_per_s",
+        }
+
+
+def test_batch_size_larger_than_the_training_set_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="batch_size = 4096 is larger than the training set"):
+        _trainer(tmp_path, batch_size=4096)
+
+
+def test_checkpoint_after_every_epoch_loads_with_weights_only(tmp_path: Path) -> None:
+    trainer = _trainer(tmp_path)
+    trainer.fit()
+    state = load_checkpoint(tmp_path / "ckpt.pt")
+    assert state["epoch"] == 2 and state["complete"] and len(state["history"]) == 2
+
+
+def _run_until_signal(trainer: Trainer, at_step: int) -> None:
+    """Deliver SIGTERM's effect after `at_step` optimizer steps, as the handler would."""
+    original = trainer._step
+    calls = 0
+
+    def step(*args, **kwargs):
+        nonlocal calls
+        calls += 1
+        if calls == at_step:
+            trainer.stop.signum = signal.SIGTERM
+        return original(*args, **kwargs)
+
+    trainer._step = step  # type: ignore[method-assign]
+    with pytest.raises(TrainingInterrupted) as info:
+        trainer.fit()
+    assert info.value.signum == signal.SIGTERM
+
+
+def _without_timing(history: list[dict[str, float]]) -> list[dict[str, float]]:
+    return [
+        {k: v for k, v in m.items() if k not in ("epoch_time_s", "images_per_s")} for m in history
+    ]
+
+
+@pytest.mark.parametrize("stop_at", [3, 6, 8])  # mid-epoch, at an epoch's last step, epoch 2
+def test_resume_after_a_signal_is_bitwise_identical_on_cpu(tmp_path: Path, stop_at: int) -> None:
+    # 96 images / batch 16 = 6 steps per epoch; mixup and EMA on, so their state must resume too.
+    recipe = {"epochs": 2, "mixup_alpha": 0.2, "ema_decay": 0.9}
+    straight = _trainer(tmp_path / "a", **recipe)
+    expected = straight.fit()
+
+    interrupted = _trainer(tmp_path / "b", **recipe)
+    _run_until_signal(interrupted, stop_at)
+    assert load_checkpoint(tmp_path / "b" / "ckpt.pt")["batch"] == (stop_at - 1) % 6 + 1
+
+    torch.manual_seed(1234)  # a different global RNG: the checkpoint must restore it
+    resumed = _trainer(tmp_path / "b", seed=99, **recipe)  # and different initial weights
+    assert resumed.resume()
+    history = resumed.fit()
+
+    assert _without_timing(history) == _without_timing(expected)
+    for (name, a), b in zip(
+        straight.eval_model.state_dict().items(),
+        resumed.eval_model.state_dict().values(),
+        strict=True,
+    ):
+        assert torch.equal(a, b), name
+
+
+def test_a_finished_or_foreign_checkpoint_is_not_resumed(tmp_path: Path) -> None:
+    _trainer(tmp_path).fit()
+    assert not _trainer(tmp_path).resume()  # finished
+    interrupted = _trainer(tmp_path)
+    _run_until_signal(interrupted, 2)
+    other = _trainer(tmp_path)
+    other.fingerprint = "another configuration"
+    assert not other.resume()
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    trainer = _trainer(tmp_path, epochs=3)
+    criterion = trainer.criterion
+    calls = 0
+
+    def poisoned(logits, target):
+        nonlocal calls
+        calls += 1
+        loss = criterion(logits, target)
+        return loss * math.nan if calls == 8 else loss  # epoch 2, step 2
+
+    trainer.criterion = poisoned  # type: ignore[assignment]
+    with pytest.raises(NonFiniteLoss, match="loss became nan at epoch 2, step 2"):
+        trainer.fit()
+    state = load_checkpoint(tmp_path / "ckpt.pt")
+    assert state["epoch"] == 1 and state["batch"] == 0
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint({"epoch": 1}, path)
+
+    def crash(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(StudyError, match="No space left on device; the previous one is kept"):
+        save_checkpoint({"epoch": 2}, path)
+    assert load_checkpoint(path) == {"epoch": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]  # no temporary file left
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_a_checkpoint_carrying_a_pickle_payload_is_refused(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "evil.pt"
+    torch.save({"model": _Payload()}, path)
+    with pytest.raises(StudyError, match="cannot be loaded safely"):
+        load_checkpoint(path)
+    assert "must never run" not in capsys.readouterr().out
+
+
+# -- data parallel ----------------------------------------------------------------------------
+
+
+class _NoBatchNormNet(nn.Module):
+    """BatchNorm statistics depend on the per-process batch; gradient averaging must not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.conv(x)).mean((2, 3)))
+
+
+_DDP_RECIPE = {
+    "epochs": 1,
+    "batch_size": 16,
+    "crop_padding": 0,
+    "flip": False,
+    "cutout": 0,
+    "label_smoothing": 0.0,
+    "precision": "fp32",
+    "train_fraction": 1.0,
+}
+
+
+def _ddp_worker(rank: int, world_size: int, port: int, folder: str) -> None:
+    import os
+
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    runtime = resolve_runtime("cpu", "fp32", channels_last=False)
+    torch.manual_seed(0)
+    data = tiny_prepared(n_train=4)  # 16 images: one step of the full batch
+    trainer = Trainer(
+        _NoBatchNormNet(),
+        data,
+        tiny_params(**_DDP_RECIPE),
+        runtime,
+        Path(folder) / "ckpt.pt",
+        "ddp",
+    )
+    try:
+        trainer.fit()
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_two_processes_with_half_batches_match_one_with_the_full_batch(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    fp32 = resolve_runtime("cpu", "fp32", channels_last=False)
+    single = Trainer(
+        _NoBatchNormNet(),
+        tiny_prepared(n_train=4),
+        tiny_params(**_DDP_RECIPE),
+        fp32,
+        tmp_path / "single.pt",
+        "single",
+    )
+    single.fit()
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+
+    distributed = load_checkpoint(tmp_path / "ckpt.pt")["model"]
+    for name, value in single.model.state_dict().items():
+        assert torch.allclose(distributed[name], value, atol=1e-6), name
+    assert not torch.equal(distributed["conv.weight"], _initial_conv_weight())  # it did train
+
+
+def _initial_conv_weight() -> torch.Tensor:
+    torch.manual_seed(0)
+    return _NoBatchNormNet().conv.weight.detach()
