@@ -206,13 +206,13 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
         if dataclasses.is_dataclass(kind):
             values[name] = _build(kind, value, prefix=key + ".", source=source)
             continue
-        value = _coerce(value, kind, key, source)
+        checked = _coerce(value, kind, key, source)
         rule = fields[name].metadata
-        if rule and not rule["check"](value):
+        if rule and not rule["check"](checked):
             raise ConfigError(
                 f"{source}: {key} = {value!r} is not allowed; expected {rule['allowed']}"
             )
-        values[name] = value
+        values[name] = checked
     return cls(**values)
 
 

@@ -34,14 +34,17 @@ def available_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def check_model_name(name: str) -> None:
+    """Raise ConfigError naming the known models unless ``name`` is registered."""
+    if name not in _REGISTRY:
+        known = ", ".join(available_models())
+        raise ConfigError(f"unknown model {name!r}; known models: {known}")
+
+
 def build_model(name: str, num_classes: int = 10, **arch_kwargs: Any) -> nn.Module:
     """Build the model registered as ``name``; an unknown name raises ConfigError."""
-    try:
-        builder = _REGISTRY[name]
-    except KeyError:
-        known = ", ".join(available_models())
-        raise ConfigError(f"unknown model {name!r}; known models: {known}") from None
-    return builder(num_classes=num_classes, **arch_kwargs)
+    check_model_name(name)
+    return _REGISTRY[name](num_classes=num_classes, **arch_kwargs)
 
 
 # Imported last so their @register_model decorators find the registry defined above.

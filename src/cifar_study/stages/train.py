@@ -27,7 +27,7 @@ from cifar_study.config import Params, load_params
 from cifar_study.data.prepared import load_prepared, read_summary
 from cifar_study.errors import ConfigError
 from cifar_study.fileio import atomic_path, write_json
-from cifar_study.models import build_model
+from cifar_study.models import build_model, check_model_name
 from cifar_study.models.profile import count_parameters, macs_per_image
 from cifar_study.training.engine import StopSignal, Trainer, TrainingInterrupted
 from cifar_study.training.runtime import Runtime, process_group, resolve_runtime
@@ -78,6 +78,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     params = load_params(args.params)
+    check_model_name(args.model)
     architecture = params.architecture(args.model)
     classes = read_summary(args.data)["classes"]
     torch.manual_seed(params.seed)

@@ -1,0 +1,172 @@
+"""The `train` stage as users and DVC run it: outputs, DVCLive logs, bad params, interruption."""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from training_helpers import PARAMS_FILE, TINY_RECIPE, tiny_raw
+
+from cifar_study.data.prepared import prepare
+from cifar_study.models import build_model
+from cifar_study.stages import train
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A folder with prepared tiny data and a params.yaml for a tiny, quick run."""
+    prepare(tiny_raw(n_train=64), tmp_path / "data" / "prepared", val_size=0.25, seed=0)
+    write_params(tmp_path, {"precision": "fp32"})
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def write_params(folder: Path, overrides: dict) -> None:
+    raw = yaml.safe_load(PARAMS_FILE.read_text())
+    raw.update(TINY_RECIPE)
+    raw.update(overrides)
+    (folder / "params.yaml").write_text(yaml.safe_dump(raw))
+
+
+def stage_args(model: str = "resnet", run: str = "run") -> list[str]:
+    return [
+        "--model",
+        model,
+        "--params",
+        "params.yaml",
+        "--data",
+        "data/prepared",
+        "--out",
+        f"{run}/models/{model}",
+        "--checkpoint",
+        f"{run}/checkpoints/{model}/last.pt",
+        "--live",
+        f"{run}/metrics/{model}",
+    ]
+
+
+def logged_steps(live_dir: Path, metric: str = "train/loss") -> list[int]:
+    with open(live_dir / "plots" / "metrics" / f"{metric}.tsv") as f:
+        return [int(row["step"]) for row in csv.DictReader(f, delimiter="\t")]
+
+
+@pytest.mark.parametrize("model", ["resnet", "densenet"])
+def test_stage_writes_a_loadable_model_and_aligned_metrics(project: Path, model: str) -> None:
+    assert train.main(stage_args(model)) == 0
+
+    info = json.loads((project / "run" / "models" / model / "model.json").read_text())
+    assert info["model"] == model and info["classes"] == ["red", "green", "blue", "grey"]
+    assert info["epochs"] == 2 and info["parameters"] > 0 and info["macs_per_image"] > 0
+    state = torch.load(project / "run" / "models" / model / "model.pt", weights_only=True)
+    net = build_model(model, num_classes=4, **info["architecture"])
+    net.load_state_dict(state)
+
+    live = project / "run" / "metrics" / model
+    metrics = json.loads((live / "metrics.json").read_text())
+    assert metrics["step"] == 2 and metrics["parameters"] == info["parameters"]
+    for name in (
+        "train/loss",
+        "train/acc",
+        "val/loss",
+        "val/acc",
+        "lr",
+        "epoch_time_s",
+        "images_per_s",
+    ):
+        assert logged_steps(live, name) == [1, 2], name
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"lr": -1}, "lr = -1 is not allowed; expected a number > 0"),
+        ({"optimizer": "rmsprop"}, "expected one of sgd, adam, adamw"),
+        ({"epochs": "ten"}, "epochs = 'ten' must be an integer"),
+        ({"resnet": {"width": 4, "blocks": [1, 1], "depth": 3}}, "unknown key 'resnet.depth'"),
+    ],
+)
+def test_bad_params_fail_before_any_data_is_read(
+    project: Path, override: dict, message: str, capsys: pytest.CaptureFixture
+) -> None:
+    write_params(project, override)
+    (project / "data" / "prepared" / "train_images.npy").unlink()  # would fail if it were read
+    assert train.main(stage_args()) == 1
+    assert message in capsys.readouterr().err
+    assert not (project / "run").exists()
+
+
+def test_unknown_model_lists_the_known_ones(project: Path, capsys: pytest.CaptureFixture) -> None:
+    assert train.main(stage_args("vgg")) == 1
+    assert "known models: densenet, resnet" in capsys.readouterr().err
+
+
+def test_modified_prepared_data_is_refused(project: Path, capsys: pytest.CaptureFixture) -> None:
+    labels = project / "data" / "prepared" / "train_labels.npy"
+    labels.write_bytes(labels.read_bytes()[:-1] + b"\x01")
+    assert train.main(stage_args()) == 1
+    assert "train_labels.npy: sha256" in capsys.readouterr().err
+
+
+def _run_stage(args: list[str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "cifar_study.stages.train", *args],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_sigterm_saves_and_a_rerun_resumes_to_the_identical_result(project: Path) -> None:
+    write_params(project, {"epochs": 4})
+    straight = _run_stage(stage_args(run="straight"), project)
+    assert straight.wait(timeout=300) == 0, straight.stdout.read()
+
+    interrupted = _run_stage(stage_args(run="resumed"), project)
+    checkpoint = project / "resumed" / "checkpoints" / "resnet" / "last.pt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists() and time.monotonic() < deadline:  # first epoch done
+        time.sleep(0.01)
+    interrupted.send_signal(signal.SIGTERM)
+    output = interrupted.communicate(timeout=120)[0]
+    assert interrupted.returncode == 128 + signal.SIGTERM, output
+    assert "stopped by SIGTERM; checkpoint saved" in output
+    assert not (project / "resumed" / "models").exists()  # nothing exported from a partial run
+
+    rerun = _run_stage(stage_args(run="resumed"), project)
+    output = rerun.communicate(timeout=300)[0]
+    assert rerun.returncode == 0, output
+    assert "resuming from" in output
+
+    a = torch.load(project / "straight" / "models" / "resnet" / "model.pt", weights_only=True)
+    b = torch.load(project / "resumed" / "models" / "resnet" / "model.pt", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert logged_steps(project / "resumed" / "metrics" / "resnet") == [1, 2, 3, 4]
+    for name in ("train/loss", "val/acc"):
+        with open(
+            project / "straight" / "metrics" / "resnet" / "plots" / "metrics" / f"{name}.tsv"
+        ) as f:
+            expected = [row[name.split("/")[1]] for row in csv.DictReader(f, delimiter="\t")]
+        with open(
+            project / "resumed" / "metrics" / "resnet" / "plots" / "metrics" / f"{name}.tsv"
+        ) as f:
+            got = [row[name.split("/")[1]] for row in csv.DictReader(f, delimiter="\t")]
+        assert got == expected, name
+
+
+def test_same_seed_twice_gives_identical_metrics(project: Path) -> None:
+    assert train.main(stage_args(run="one")) == 0
+    assert train.main(stage_args(run="two")) == 0
+    one = json.loads((project / "one" / "metrics" / "resnet" / "metrics.json").read_text())
+    two = json.loads((project / "two" / "metrics" / "resnet" / "metrics.json").read_text())
+    for m in (one, two):
+        m.pop("epoch_time_s"), m.pop("images_per_s")
+    assert one == two
