@@ -177,6 +177,8 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"params file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read params file {path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
     return parse_params(raw if raw is not None else {}, source=str(path))
@@ -192,7 +194,7 @@ def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{source}: {where} must be a mapping, got {type(raw).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - set(fields))
+    unknown = sorted(str(k) for k in raw if k not in fields)
     if unknown:
         raise ConfigError(
             f"{source}: unknown key '{prefix}{unknown[0]}'; allowed keys at {where}: "

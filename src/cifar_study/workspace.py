@@ -6,8 +6,10 @@ committed params.yaml, dvc.lock or the user's outputs.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -39,23 +41,26 @@ def create_workspace(dest: Path, overrides: Mapping[str, Any], root: Path = PROJ
         set_dotted(params, key, value)
     parse_params(params, source="workspace overrides")  # fail here, not halfway through a run
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    dvc = [sys.executable, "-m", "dvc"]
+    commit = ["git", "-c", "user.name=cifar-study", "-c", "user.email=cifar-study@localhost"]
     for command in (
         ["git", "init", "-q"],
-        ["dvc", "init", "-q"],
+        [*dvc, "init", "-q"],
+        # A throwaway copy has no use for update checks or usage reports.
+        [*dvc, "config", "core.check_update", "false"],
+        [*dvc, "config", "core.analytics", "false"],
         ["git", "add", "-A"],
-        [
-            "git",
-            "-c",
-            "user.name=cifar-study",
-            "-c",
-            "user.email=cifar-study@localhost",
-            "commit",
-            "-qm",
-            "workspace",
-        ],
+        [*commit, "commit", "-qm", "workspace"],
     ):
-        subprocess.run(command, cwd=dest, check=True)
+        subprocess.run(command, cwd=dest, check=True, env=pipeline_env())
     return dest
+
+
+def pipeline_env() -> dict[str, str]:
+    """The environment for running DVC: stage commands call `python`, which must be this one."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
 
 
 def set_dotted(params: dict, key: str, value: Any) -> None:

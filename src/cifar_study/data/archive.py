@@ -32,6 +32,8 @@ def safe_extract(archive: Path, dest: Path) -> None:
     whole archive is checked before the first byte is written.
     """
     try:
+        if archive.name.lower().endswith((".gz", ".tgz")):
+            _check_gzip_stream(archive)
         with tarfile.open(archive, "r:*") as tar:
             members = tar.getmembers()
             for member in members:
@@ -40,6 +42,17 @@ def safe_extract(archive: Path, dest: Path) -> None:
             tar.extractall(dest, members=members, filter="data")
     except _CORRUPT as exc:
         raise DataError(f"{archive}: not a readable tar archive (corrupt or truncated?): {exc}") from None
+
+
+def _check_gzip_stream(archive: Path) -> None:
+    """Read the compressed stream to its end, so its CRC and length trailer get checked.
+
+    tarfile stops at the end-of-archive marker and never reaches the trailer, so damage there
+    would otherwise pass unnoticed.
+    """
+    with gzip.open(archive, "rb") as stream:
+        while stream.read(1 << 20):
+            pass
 
 
 def _check_member(archive: Path, member: tarfile.TarInfo) -> None:

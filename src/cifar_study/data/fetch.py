@@ -7,6 +7,7 @@ a few times, and never leaves a partial file where the final one belongs.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import sys
 import time
 import urllib.error
@@ -59,7 +60,8 @@ def download(
             if exc.code < 500:  # the server answered: asking again gets the same answer
                 raise DownloadError(f"could not download {url}: HTTP {exc.code} {exc.reason}") from None
             last_error = exc
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+        except (OSError, http.client.HTTPException) as exc:
+            # URLError, timeouts, resets, TLS errors and cut transfers: worth another try.
             last_error = exc
     raise DownloadError(
         f"could not download {url} after {retries} attempts: {last_error}. "
@@ -87,8 +89,12 @@ def _stream(url: str, path: Path, timeout: float) -> str:
         total = int(response.headers.get("Content-Length") or 0) or None
         with tqdm(total=total, unit="B", unit_scale=True, desc=Path(url).name,
                   disable=None, file=sys.stderr) as bar:
+            received = 0
             while chunk := response.read(_CHUNK):
                 out.write(chunk)
                 digest.update(chunk)
+                received += len(chunk)
                 bar.update(len(chunk))
+    if total is not None and received != total:
+        raise ConnectionError(f"connection closed after {received} of {total} bytes")
     return digest.hexdigest()

@@ -51,9 +51,15 @@ def split_indices(labels: np.ndarray, val_size: float, seed: int) -> tuple[np.nd
     everything = np.arange(len(labels))
     if val_size == 0:
         return everything, everything[:0]
-    train_idx, val_idx = train_test_split(
-        everything, test_size=val_size, stratify=labels, random_state=seed
-    )
+    try:
+        train_idx, val_idx = train_test_split(
+            everything, test_size=val_size, stratify=labels, random_state=seed
+        )
+    except ValueError as exc:  # too few images for a stratified split
+        raise DataError(
+            f"data.val_size = {val_size} cannot be split stratified from {len(labels)} training "
+            f"images in {len(np.unique(labels))} classes ({exc}); raise val_size or set it to 0"
+        ) from None
     return np.sort(train_idx), np.sort(val_idx)
 
 

@@ -103,7 +103,11 @@ def _hoist_layout(staging: Path, source: str) -> None:
         layout_of(staging)
         return
     except DataError:
-        if not (len(entries) == 1 and entries[0].is_dir()):
+        # A lone train/ or test/ is half a data set, not a wrapper around one.
+        is_wrapper = (
+            len(entries) == 1 and entries[0].is_dir() and entries[0].name not in ("train", "test")
+        )
+        if not is_wrapper:
             raise DataError(
                 f"{source}: no known dataset layout; expected '{OFFICIAL_DIR}/' with the official "
                 "python batches, or 'train/<class>/*' and 'test/<class>/*' image folders "
@@ -120,5 +124,5 @@ def _digests(folder: Path) -> dict[str, str]:
     return {
         path.relative_to(folder).as_posix(): file_digest(path)
         for path in sorted(folder.rglob("*"))
-        if path.is_file() and path.name != MANIFEST
+        if path.is_file() and path != folder / MANIFEST
     }

@@ -1,0 +1,194 @@
+"""params.yaml validation: every bad key, type or value is a ConfigError that names it."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cifar_study.config import DataConfig, Params, load_params, parse_params
+from cifar_study.errors import ConfigError, StudyError
+
+COMMITTED_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+
+
+def test_committed_params_validate_and_match_the_file() -> None:
+    params = load_params(COMMITTED_PARAMS)
+    raw = yaml.safe_load(COMMITTED_PARAMS.read_text())
+    assert isinstance(params, Params)
+    assert params.seed == raw["seed"]
+    assert params.data.source == raw["data"]["source"]
+    assert params.data.val_size == pytest.approx(raw["data"]["val_size"])
+    assert params.data.split_seed == raw["data"]["split_seed"]
+
+
+def test_empty_file_gives_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("# nothing set\n")
+    assert load_params(path) == Params()
+
+
+def test_partial_section_keeps_other_defaults() -> None:
+    params = parse_params({"data": {"source": "digits"}})
+    assert params.data == DataConfig(source="digits")
+    assert params.seed == Params().seed
+
+
+TOP_LEVEL_KEYS = ", ".join(sorted(f.name for f in dataclasses.fields(Params)))
+DATA_KEYS = ", ".join(sorted(f.name for f in dataclasses.fields(DataConfig)))
+
+
+def test_data_section_keys_are_the_documented_ones() -> None:
+    assert DATA_KEYS == "source, split_seed, val_size"
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "allowed"),
+    [
+        ({"sede": 1}, "sede", TOP_LEVEL_KEYS),
+        ({"seed": 0, "no_such_section": {"x": 1}}, "no_such_section", TOP_LEVEL_KEYS),
+        ({"data": {"val_sise": 0.2}}, "data.val_sise", DATA_KEYS),
+        ({"data": {"source": "digits", "zzz": 1}}, "data.zzz", DATA_KEYS),
+    ],
+)
+def test_unknown_key_is_named_with_the_allowed_keys(raw: dict, key: str, allowed: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(f"unknown key '{key}'")) as info:
+        parse_params(raw, source="my-params.yaml")
+    message = str(info.value)
+    assert message.startswith("my-params.yaml: ")
+    where = "data" if key.startswith("data.") else "the top level"
+    assert message.endswith(f"allowed keys at {where}: {allowed}")
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "expected"),
+    [
+        ({"seed": "0"}, "seed", "an integer"),
+        ({"seed": 1.5}, "seed", "an integer"),
+        ({"seed": None}, "seed", "an integer"),
+        ({"data": {"source": 5}}, "data.source", "a string"),
+        ({"data": {"source": ["digits"]}}, "data.source", "a string"),
+        ({"data": {"val_size": "0.1"}}, "data.val_size", "a number"),
+        ({"data": {"split_seed": 2.0}}, "data.split_seed", "an integer"),
+    ],
+)
+def test_wrong_type_is_rejected(raw: dict, key: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=rf"{re.escape(key)} = .* must be {expected}"):
+        parse_params(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "expected"),
+    [
+        ({"seed": True}, "seed", "an integer"),
+        ({"data": {"split_seed": False}}, "data.split_seed", "an integer"),
+        ({"data": {"val_size": True}}, "data.val_size", "a number"),
+    ],
+)
+def test_bool_is_not_a_number(raw: dict, key: str, expected: str) -> None:
+    with pytest.raises(ConfigError, match=rf"{re.escape(key)} = (True|False) must be {expected}"):
+        parse_params(raw)
+
+
+def test_yaml_booleans_are_rejected_from_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("seed: yes\n")  # YAML 1.1: `yes` is true
+    with pytest.raises(ConfigError, match=r"seed = True must be an integer"):
+        load_params(path)
+
+
+@pytest.mark.parametrize("val_size", [1.0, 1, -0.1, 1.5, math.inf, math.nan])
+def test_val_size_out_of_range_is_rejected(val_size: float) -> None:
+    with pytest.raises(
+        ConfigError, match=r"data\.val_size = .* is not allowed; expected a fraction in \[0, 1\)"
+    ):
+        parse_params({"data": {"val_size": val_size}})
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"seed": -1}, "seed"),
+        ({"data": {"split_seed": -3}}, "data.split_seed"),
+        ({"data": {"source": ""}}, "data.source"),
+        ({"data": {"source": "   "}}, "data.source"),
+    ],
+)
+def test_other_out_of_range_values_are_rejected(raw: dict, key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^params: {re.escape(key)} = .* is not allowed"):
+        parse_params(raw)
+
+
+@pytest.mark.parametrize(("value", "expected"), [(0, 0.0), (0.0, 0.0), (0.999, 0.999)])
+def test_val_size_boundaries_and_int_accepted_for_float(value: float, expected: float) -> None:
+    params = parse_params({"data": {"val_size": value}})
+    assert params.data.val_size == expected
+    assert type(params.data.val_size) is float
+
+
+@pytest.mark.parametrize(
+    ("raw", "where", "kind"),
+    [
+        ({"data": 3}, "data", "int"),
+        ({"data": "digits"}, "data", "str"),
+        ({"data": ["digits"]}, "data", "list"),
+        ({"data": None}, "data", "NoneType"),
+        (["seed", 0], "the top level", "list"),
+        ("seed: 0", "the top level", "str"),
+    ],
+)
+def test_non_mapping_section_is_rejected(raw: object, where: str, kind: str) -> None:
+    with pytest.raises(ConfigError, match=rf"{where} must be a mapping, got {kind}$"):
+        parse_params(raw)
+
+
+def test_invalid_yaml_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "broken-params.yaml"
+    path.write_text("data:\n  source: [digits\n")
+    with pytest.raises(ConfigError, match=re.escape(f"{path} is not valid YAML")):
+        load_params(path)
+
+
+def test_missing_file_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "no-such-params.yaml"
+    with pytest.raises(ConfigError, match=re.escape(f"params file not found: {path}")):
+        load_params(path)
+
+
+def test_errors_from_a_file_name_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "p.yaml"
+    path.write_text("data:\n  val_size: 2\n")
+    with pytest.raises(
+        ConfigError, match=rf"^{re.escape(str(path))}: data\.val_size = 2(\.0)? is not allowed"
+    ):
+        load_params(path)
+
+
+def test_config_error_is_a_study_error() -> None:
+    # The stage CLIs turn StudyError into `error: ...` and exit 1.
+    assert issubclass(ConfigError, StudyError)
+
+
+@pytest.mark.parametrize(
+    ("source", "local"),
+    [("cifar10", False), ("digits", False), ("data/my-copy.tar.gz", True), ("CIFAR10", True)],
+)
+def test_is_local_path(source: str, local: bool) -> None:
+    assert parse_params({"data": {"source": source}}).data.is_local_path is local
+
+
+def test_params_are_frozen() -> None:
+    params = parse_params({})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        params.seed = 3  # type: ignore[misc]
+
+
+def test_unknown_keys_of_mixed_types_give_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("data:\n  source: digits\n  1: x\n  sorce: y\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'data\.(1|sorce)'"):
+        load_params(path)
