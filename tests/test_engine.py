@@ -331,3 +331,14 @@ def test_two_processes_with_half_batches_match_one_with_the_full_batch(tmp_path:
 def _initial_conv_weight() -> torch.Tensor:
     torch.manual_seed(0)
     return _NoBatchNormNet().conv.weight.detach()
+
+
+def test_cuda_out_of_memory_names_batch_size(tmp_path: Path, monkeypatch) -> None:
+    trainer = _trainer(tmp_path)
+
+    def out_of_memory() -> None:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(trainer, "_train_epoch", out_of_memory)
+    with pytest.raises(StudyError, match=r"batch_size = 16; lower batch_size in params\.yaml"):
+        trainer.fit()
