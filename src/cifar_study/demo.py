@@ -47,11 +47,14 @@ def main(argv: list[str] | None = None) -> int:
         return result.returncode
     print(
         f"\nDone. In {workspace}:\n"
-        "  data/prepared/dataset.json   class counts, normalisation, checksums, duplicates\n"
+        "  plots/comparison/report.md   the two models side by side, with charts\n"
+        "  metrics/comparison.json      the same numbers as JSON\n"
+        "  metrics/eval/<model>/        test metrics (DVCLive), confusion matrix data\n"
+        "  metrics/train/<model>/       per-epoch training metrics (DVCLive)\n"
+        "  plots/<model>/               confusion matrix, reliability diagram, worst mistakes\n"
         "  plots/samples.png            sample training images per class\n"
         "  models/<model>/              model.pt (state dict) and model.json\n"
-        "  metrics/train/<model>/       DVCLive metrics.json and per-epoch plots\n"
-        f"Explore with: cd {workspace} && dvc metrics show && dvc plots show"
+        f"Explore: cd {workspace} && dvc metrics show && dvc plots show"
     )
     return 0
 

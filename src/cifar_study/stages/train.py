@@ -205,6 +205,7 @@ def export(
             "epochs": trainer.epoch,
             "ema": trainer.ema is not None,
             "final": trainer.history[-1] if trainer.history else {},
+            "history": trainer.history,
             "train_time_s": sum(m["epoch_time_s"] for m in trainer.history),
             "runtime": {
                 "device": str(runtime.device),

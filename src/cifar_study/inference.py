@@ -1,0 +1,55 @@
+"""Load a trained model from its folder and classify images with it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from cifar_study.errors import DataError
+from cifar_study.models import build_model
+from cifar_study.training.checkpoint import load_checkpoint
+
+IMAGE_SIZE = 32
+
+
+def load_trained(model_dir: Path) -> tuple[torch.nn.Module, dict]:
+    """Rebuild a model from `model.json` and load `model.pt` (tensors only), in eval mode."""
+    try:
+        info = json.loads((model_dir / "model.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError) as exc:
+        raise DataError(f"{model_dir / 'model.json'}: {exc}; run the train stage first") from None
+    model = build_model(info["model"], num_classes=len(info["classes"]), **info["architecture"])
+    model.load_state_dict(load_checkpoint(model_dir / "model.pt"))
+    return model.eval(), info
+
+
+def read_image(path: Path) -> tuple[np.ndarray, str | None]:
+    """An image file as uint8 32×32×3, and a note when it had to be converted or resized."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            note = None
+            if image.mode != "RGB":
+                note = f"converted from {image.mode}"
+                image = image.convert("RGB")
+            if image.size != (IMAGE_SIZE, IMAGE_SIZE):
+                resized = f"resized from {image.size[0]}×{image.size[1]} to 32×32"
+                note = f"{note}; {resized}" if note else resized
+                image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC)
+            return np.asarray(image), note
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: not a readable image ({exc})") from None
+
+
+@torch.no_grad()
+def classify(model: torch.nn.Module, info: dict, images: np.ndarray) -> np.ndarray:
+    """Class probabilities N×C for uint8 images N×32×32×3, normalised as in training."""
+    norm = info["normalization"]
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
+    mean = torch.tensor(norm["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(norm["std"]).view(1, 3, 1, 1)
+    return model((x - mean) / std).softmax(1).numpy()

@@ -1,0 +1,71 @@
+"""DVC stage `compare`: set the trained models side by side, like the study's README, measured.
+
+    python -m cifar_study.stages.compare --models resnet densenet --model-root models \
+        --eval-root metrics/eval --out metrics/comparison.json --report plots/comparison
+
+The first model is the reference the others are measured against.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from cifar_study.cli import user_errors_exit
+from cifar_study.errors import DataError
+from cifar_study.evaluation.comparison import (
+    compare,
+    curves_png,
+    markdown_report,
+    per_class_png,
+    summarise,
+)
+from cifar_study.fileio import atomic_path, write_json
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: {exc}; run the train and evaluate stages first") from None
+
+
+@user_errors_exit
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", required=True, help="model names, reference first")
+    parser.add_argument("--model-root", type=Path, required=True, help="holds <model>/model.json")
+    parser.add_argument("--eval-root", type=Path, required=True, help="holds <model>/metrics.json")
+    parser.add_argument("--out", type=Path, required=True, help="comparison JSON to write")
+    parser.add_argument("--report", type=Path, required=True, help="folder for report.md + PNGs")
+    args = parser.parse_args(argv)
+    if len(args.models) < 2:
+        parser.error("--models needs at least two model names")
+
+    infos = {m: _read_json(args.model_root / m / "model.json") for m in args.models}
+    evaluations = {m: _read_json(args.eval_root / m / "metrics.json") for m in args.models}
+    comparison = compare({m: summarise(infos[m], evaluations[m]) for m in args.models})
+    write_json(args.out, comparison)
+
+    curves_png({m: infos[m]["history"] for m in args.models}, args.report / "curves.png")
+    per_class_png(
+        {m: evaluations[m]["test"]["per_class_acc"] for m in args.models},
+        args.report / "per_class_accuracy.png",
+    )
+    runtime = infos[args.models[0]]["runtime"]
+    context = (
+        f"Measured by this pipeline run: {infos[args.models[0]]['epochs']} epochs on "
+        f"{runtime['device']} ({runtime['precision']}); accuracy of the final weights on the "
+        "test split, which played no part in training or selection."
+    )
+    with atomic_path(args.report / "report.md") as tmp:
+        tmp.write_text(
+            markdown_report(comparison, ["curves.png", "per_class_accuracy.png"], context)
+        )
+    print(f"comparison: {args.out}, report: {args.report / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

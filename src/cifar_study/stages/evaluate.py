@@ -1,0 +1,121 @@
+"""DVC stage `evaluate@<model>`: judge a trained model's final weights on the test split.
+
+    python -m cifar_study.stages.evaluate --model-dir models/resnet --params params.yaml \
+        --data data/prepared --live metrics/eval/resnet --plots plots/resnet
+
+Accuracy with and without flip test-time augmentation, loss, per-class accuracy, calibration,
+the confusion matrix, inference speed. Nothing here feeds back into training or selection.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from dvclive import Live
+from sklearn.metrics import confusion_matrix
+
+from cifar_study.cli import user_errors_exit
+from cifar_study.config import load_params
+from cifar_study.data.prepared import load_prepared
+from cifar_study.evaluation import figures
+from cifar_study.evaluation.metrics import (
+    inference_speed,
+    negative_log_likelihood,
+    per_class_accuracy,
+    predict_proba,
+    reliability,
+)
+from cifar_study.inference import load_trained
+from cifar_study.training.augment import DeviceSplit
+from cifar_study.training.runtime import resolve_runtime
+
+
+@user_errors_exit
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model-dir", type=Path, required=True, help="folder with model.pt/.json")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file")
+    parser.add_argument("--data", type=Path, required=True, help="prepared data folder")
+    parser.add_argument("--live", type=Path, required=True, help="DVCLive folder for metrics")
+    parser.add_argument("--plots", type=Path, required=True, help="folder for the PNG figures")
+    args = parser.parse_args(argv)
+
+    params = load_params(args.params)
+    runtime = resolve_runtime(params.device, params.precision, params.channels_last)
+    model, info = load_trained(args.model_dir)
+    memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
+    model = model.to(runtime.device, memory_format=memory_format)
+    data = load_prepared(args.data)
+    classes = data.classes
+    test = data.splits["test"]
+    split = DeviceSplit(test.images, test.labels, data.mean, data.std, runtime.device)
+
+    probs = predict_proba(model, split, params.eval_batch_size, runtime, flip_tta=False)
+    probs_tta = predict_proba(model, split, params.eval_batch_size, runtime, flip_tta=True)
+    labels = test.labels
+    predicted = probs.argmax(1)
+    ece, table = reliability(probs, labels)
+    per_class = per_class_accuracy(predicted, labels, len(classes))
+    speed = inference_speed(model, runtime, params.eval_batch_size)
+    metrics = {
+        "test/acc": float((predicted == labels).mean()),
+        "test/acc_flip_tta": float((probs_tta.argmax(1) == labels).mean()),
+        "test/loss": negative_log_likelihood(probs, labels),
+        "test/ece": ece,
+        "inference/images_per_s": speed["images_per_s"],
+        "inference/batch_latency_ms": speed["batch_latency_ms"],
+        "inference/batch_size": speed["batch_size"],
+        "parameters": info["parameters"],
+        "macs_per_image": info["macs_per_image"],
+        **{f"test/per_class_acc/{c}": float(a) for c, a in zip(classes, per_class, strict=True)},
+    }
+
+    with Live(str(args.live), dvcyaml=False, save_dvc_exp=False) as live:
+        for name, value in metrics.items():
+            live.log_metric(name, value, plot=False)
+        # Class names, not indices, so that `dvc plots` labels the matrix readably.
+        names = np.asarray(classes)
+        live.log_sklearn_plot(
+            "confusion_matrix",
+            names[labels].tolist(),
+            names[predicted].tolist(),
+            name="confusion_matrix.json",
+        )
+        live.log_plot(
+            "per_class_accuracy",
+            [{"class": c, "accuracy": float(a)} for c, a in zip(classes, per_class, strict=True)],
+            x="accuracy",
+            y="class",
+            template="bar_horizontal",
+            title=f"{info['model']}: test accuracy per class",
+        )
+
+    title = f"{info['model']} on the test split"
+    figures.confusion_matrix_png(
+        confusion_matrix(labels, predicted, labels=range(len(classes))),
+        classes,
+        title,
+        args.plots / "confusion_matrix.png",
+    )
+    figures.reliability_png(table, ece, title, args.plots / "reliability.png")
+    figures.confident_errors_png(
+        test.images,
+        labels,
+        probs,
+        classes,
+        f"{info['model']}: most confident mistakes",
+        args.plots / "confident_errors.png",
+    )
+    print(
+        f"{info['model']}: test accuracy {metrics['test/acc']:.2%} "
+        f"(flip TTA {metrics['test/acc_flip_tta']:.2%}), loss {metrics['test/loss']:.4f}, "
+        f"ECE {ece:.2%}, {speed['images_per_s']:,.0f} images/s on {runtime.device}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,209 @@
+"""Evaluation metrics, figures, the comparison and `predict`, on data the tests make."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from training_helpers import PARAMS_FILE, TINY_RECIPE, tiny_raw
+
+from cifar_study import predict
+from cifar_study.data.prepared import prepare
+from cifar_study.evaluation import comparison, metrics
+from cifar_study.stages import compare, evaluate, train
+
+
+def test_ece_is_zero_for_calibrated_and_the_gap_for_overconfident_predictions() -> None:
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    # Confidence 0.75 everywhere and 75% right: calibrated.
+    probs = np.array([[0.75, 0.25]] * 3 + [[0.25, 0.75]] * 4 + [[0.75, 0.25]])
+    ece, table = metrics.reliability(probs, labels, bins=4)
+    assert ece == pytest.approx(0.0)
+    assert sum(row["count"] for row in table) == 8
+    # Confidence 0.9 everywhere but only 50% right: ECE = 0.4.
+    wrong = np.array([[0.9, 0.1]] * 8)
+    assert metrics.reliability(wrong, labels, bins=4)[0] == pytest.approx(0.4)
+
+
+def test_per_class_accuracy_and_nll() -> None:
+    labels = np.array([0, 0, 1, 1, 2])
+    predicted = np.array([0, 1, 1, 1, 0])
+    assert metrics.per_class_accuracy(predicted, labels, 3).tolist() == [0.5, 1.0, 0.0]
+    probs = np.full((5, 3), 1 / 3)
+    assert metrics.negative_log_likelihood(probs, labels) == pytest.approx(np.log(3))
+
+
+def test_markdown_report_has_every_model_and_the_gap() -> None:
+    row = {
+        "test_acc": 0.9,
+        "test_acc_flip_tta": 0.91,
+        "parameters": 1_000_000,
+        "macs_per_image": 10,
+        "train_time_s": 10.0,
+    }
+    other = {
+        **row,
+        "test_acc": 0.8,
+        "test_acc_flip_tta": 0.82,
+        "parameters": 1_100_000,
+        "macs_per_image": 20,
+        "train_time_s": 30.0,
+    }
+    result = comparison.compare({"a": row, "b": other})
+    versus = result["a_versus"]["b"]
+    assert versus["test_acc_gap"] == pytest.approx(0.1)
+    assert versus["parameter_ratio"] == pytest.approx(1.1)
+    text = comparison.markdown_report(result, ["curves.png"], "context")
+    assert "| Test accuracy (final weights) | 90.00% | 80.00% |" in text
+    assert "b has +10.0% parameters, 2.00× the multiply-accumulates" in text
+    assert "![curves](curves.png)" in text
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project folder with both tiny models trained, evaluated and compared."""
+    import yaml
+
+    root = tmp_path_factory.mktemp("project")
+    prepare(tiny_raw(n_train=32), root / "data" / "prepared", val_size=0.25, seed=0)
+    raw = yaml.safe_load(PARAMS_FILE.read_text())
+    raw.update(TINY_RECIPE)
+    (root / "params.yaml").write_text(yaml.safe_dump(raw))
+    for model in ("resnet", "densenet"):
+        assert (
+            train.main(
+                [
+                    "--model",
+                    model,
+                    "--params",
+                    str(root / "params.yaml"),
+                    "--data",
+                    str(root / "data/prepared"),
+                    "--out",
+                    str(root / "models" / model),
+                    "--checkpoint",
+                    str(root / "checkpoints" / model / "last.pt"),
+                    "--live",
+                    str(root / "metrics/train" / model),
+                ]
+            )
+            == 0
+        )
+        assert (
+            evaluate.main(
+                [
+                    "--model-dir",
+                    str(root / "models" / model),
+                    "--params",
+                    str(root / "params.yaml"),
+                    "--data",
+                    str(root / "data/prepared"),
+                    "--live",
+                    str(root / "metrics/eval" / model),
+                    "--plots",
+                    str(root / "plots" / model),
+                ]
+            )
+            == 0
+        )
+    assert (
+        compare.main(
+            [
+                "--models",
+                "resnet",
+                "densenet",
+                "--model-root",
+                str(root / "models"),
+                "--eval-root",
+                str(root / "metrics/eval"),
+                "--out",
+                str(root / "metrics/comparison.json"),
+                "--report",
+                str(root / "plots/comparison"),
+            ]
+        )
+        == 0
+    )
+    return root
+
+
+def test_evaluate_writes_metrics_and_figures(trained: Path) -> None:
+    for model in ("resnet", "densenet"):
+        m = json.loads((trained / "metrics/eval" / model / "metrics.json").read_text())
+        assert 0 <= m["test"]["acc"] <= 1 and 0 <= m["test"]["acc_flip_tta"] <= 1
+        assert set(m["test"]["per_class_acc"]) == {"red", "green", "blue", "grey"}
+        assert m["inference"]["images_per_s"] > 0 and m["parameters"] > 0
+        confusion = json.loads(
+            (trained / "metrics/eval" / model / "plots/sklearn/confusion_matrix.json").read_text()
+        )
+        assert len(confusion) == 24  # one {actual, predicted} entry per test image
+        assert {"actual", "predicted"} <= set(confusion[0])
+        for png in ("confusion_matrix.png", "reliability.png", "confident_errors.png"):
+            with Image.open(trained / "plots" / model / png) as image:
+                assert image.format == "PNG"
+
+
+def test_compare_reports_measured_numbers(trained: Path) -> None:
+    result = json.loads((trained / "metrics/comparison.json").read_text())
+    resnet = json.loads((trained / "metrics/eval/resnet/metrics.json").read_text())
+    assert result["models"]["resnet"]["test_acc"] == resnet["test"]["acc"]
+    assert set(result["resnet_versus"]) == {"densenet"}
+    report = (trained / "plots/comparison/report.md").read_text()
+    assert f"{resnet['test']['acc']:.2%}" in report
+    for png in ("curves.png", "per_class_accuracy.png"):
+        assert (trained / "plots/comparison" / png).is_file()
+
+
+def test_predict_classifies_good_files_and_names_bad_ones(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    big = tmp_path / "big.jpg"
+    Image.fromarray(np.full((64, 48, 3), (200, 40, 40), np.uint8)).save(big)
+    grey = tmp_path / "grey.png"
+    Image.fromarray(np.full((32, 32), 120, np.uint8)).save(grey)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    code = predict.main(
+        [
+            "--model-dir",
+            str(trained / "models/resnet"),
+            "--json",
+            "--top-k",
+            "2",
+            str(big),
+            str(broken),
+            str(grey),
+        ]
+    )
+    captured = capsys.readouterr()
+    assert code == 1
+    assert f"{broken}: not a readable image" in captured.err
+    results = json.loads(captured.out)
+    assert [r["file"] for r in results] == [str(big), str(broken), str(grey)]
+    assert results[0]["note"] == "resized from 48×64 to 32×32"
+    assert results[2]["note"] == "converted from L"
+    assert len(results[0]["top"]) == 2
+    assert sum(t["probability"] for t in results[0]["top"]) <= 1 + 1e-6
+
+
+class _Payload:
+    def __reduce__(self):
+        return (print, ("payload ran",))
+
+
+def test_predict_refuses_a_model_file_with_a_pickle_payload(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "model.json").write_text((trained / "models/resnet/model.json").read_text())
+    torch.save({"conv": _Payload()}, model_dir / "model.pt")
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
+    assert predict.main(["--model-dir", str(model_dir), str(image)]) == 1
+    captured = capsys.readouterr()
+    assert "cannot be loaded safely" in captured.err and "payload ran" not in captured.out

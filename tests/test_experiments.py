@@ -1,0 +1,115 @@
+"""The DVC workflows of the README, as users type them, in a throwaway copy on digits (slow)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from cifar_study.workspace import create_workspace, pipeline_env
+
+pytestmark = pytest.mark.slow
+
+# The whole pipeline with tiny networks: minutes of DVC, seconds of training.
+TINY = {
+    "data.source": "digits",
+    "epochs": 2,
+    "batch_size": 64,
+    "lr": 0.05,
+    "warmup_epochs": 0,
+    "flip": False,
+    "cutout": 0,
+    "resnet.width": 8,
+    "resnet.blocks": [1, 1],
+    "densenet.growth_rate": 4,
+    "densenet.blocks": [2, 2],
+}
+STAGES = ["download", "prepare", "train@resnet", "train@densenet", "evaluate@resnet",
+          "evaluate@densenet", "compare"]
+
+
+def dvc(workspace: Path, *args: str, timeout: float = 600) -> str:
+    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=workspace,
+                          env={**pipeline_env(), "DVC_NO_ANALYTICS": "1"},
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"dvc {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
+
+
+def ran(output: str) -> set[str]:
+    return {stage for stage in STAGES if f"Running stage '{stage}'" in output}
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    ws = create_workspace(tmp_path_factory.mktemp("exp") / "ws", TINY)
+    output = dvc(ws, "repro")
+    assert ran(output) == set(STAGES)
+    subprocess.run(["git", "add", "-A"], cwd=ws, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "run"],
+                   cwd=ws, check=True)
+    return ws
+
+
+def test_repro_records_every_stage_and_a_second_repro_does_nothing(workspace: Path) -> None:
+    lock = (workspace / "dvc.lock").read_text()
+    for stage in STAGES:
+        assert f"{stage}:" in lock
+    assert ran(dvc(workspace, "repro")) == set()
+    assert "up to date" in dvc(workspace, "status")
+
+
+def test_metrics_and_plots_show_both_models(workspace: Path) -> None:
+    shown = json.loads(dvc(workspace, "metrics", "show", "--json"))
+    files = next(iter(shown.values()))["data"]
+    assert "metrics/eval/resnet/metrics.json" in files
+    assert "metrics/comparison.json" in files
+    dvc(workspace, "plots", "show")
+    html = (workspace / "dvc_plots" / "index.html").read_text()
+    for title in ("Validation accuracy", "Test accuracy per class", "ResNet confusion matrix"):
+        assert title in html
+
+
+def test_exp_run_with_a_changed_lr_then_diff_against_the_baseline(workspace: Path) -> None:
+    output = dvc(workspace, "exp", "run", "-n", "lr-low", "-S", "lr=0.01")
+    assert {"train@resnet", "train@densenet"} <= ran(output)
+    assert not {"download", "prepare"} & ran(output)
+    params = dvc(workspace, "params", "diff", "HEAD", "lr-low", "--md")
+    assert "lr" in params and "0.01" in params
+    metrics = dvc(workspace, "metrics", "diff", "HEAD", "lr-low", "--md")
+    assert "metrics/eval/resnet/metrics.json" in metrics
+    dvc(workspace, "plots", "diff", "HEAD", "lr-low")
+    assert (workspace / "dvc_plots" / "index.html").is_file()
+
+
+def test_changing_only_densenet_params_does_not_retrain_the_resnet(workspace: Path) -> None:
+    output = dvc(workspace, "exp", "run", "-n", "dense-wider", "-S", "densenet.growth_rate=6")
+    assert "train@densenet" in ran(output)
+    assert "train@resnet" not in ran(output)
+
+
+def test_queued_sweep_and_exp_show(workspace: Path) -> None:
+    dvc(workspace, "exp", "run", "--queue", "-S", "lr=0.02,0.1")
+    dvc(workspace, "queue", "start", "-j", "1")
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        status = dvc(workspace, "queue", "status")
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(5)
+    assert "Failed" not in status, status + dvc(workspace, "queue", "logs", "--help")
+    shown = json.loads(dvc(workspace, "exp", "show", "--json"))
+    lrs = []
+    for baseline in shown:
+        for exp in baseline.get("experiments") or []:
+            for rev in exp["revs"]:
+                data = rev.get("data") or {}
+                lrs.append(data.get("params", {}).get("params.yaml", {}).get("data", {}).get("lr"))
+                assert "metrics/comparison.json" in data.get("metrics", {}), rev.get("name")
+    assert {0.02, 0.1} <= set(lrs)
+    table = dvc(workspace, "exp", "show", "--md", "--only-changed")
+    assert "test.acc" in table
