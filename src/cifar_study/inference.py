@@ -40,7 +40,7 @@ def read_image(path: Path) -> tuple[np.ndarray, str | None]:
                 resized = f"resized from {image.size[0]}×{image.size[1]} to 32×32"
                 note = f"{note}; {resized}" if note else resized
                 image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC)
-            return np.asarray(image), note
+            return np.array(image), note  # a writable copy, as torch.from_numpy wants
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{path}: not a readable image ({exc})") from None
 

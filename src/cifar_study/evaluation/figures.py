@@ -93,5 +93,5 @@ def confident_errors_png(
             f"true {classes[labels[i]]}\npred {classes[predicted[i]]} {probs[i, predicted[i]]:.0%}",
             fontsize=7,
         )
-    fig.suptitle(title if len(worst) else f"{title}: no errors")
+    fig.suptitle(title if len(worst) else f"{title}: no errors", y=1.02)
     save_figure(fig, path)
