@@ -28,14 +28,26 @@ TINY = {
     "densenet.growth_rate": 4,
     "densenet.blocks": [2, 2],
 }
-STAGES = ["download", "prepare", "train@resnet", "train@densenet", "evaluate@resnet",
-          "evaluate@densenet", "compare"]
+STAGES = [
+    "download",
+    "prepare",
+    "train@resnet",
+    "train@densenet",
+    "evaluate@resnet",
+    "evaluate@densenet",
+    "compare",
+]
 
 
 def dvc(workspace: Path, *args: str, timeout: float = 600) -> str:
-    done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=workspace,
-                          env={**pipeline_env(), "DVC_NO_ANALYTICS": "1"},
-                          capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, "-m", "dvc", *args],
+        cwd=workspace,
+        env={**pipeline_env(), "DVC_NO_ANALYTICS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     assert done.returncode == 0, f"dvc {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
     return done.stdout + done.stderr
 
@@ -50,8 +62,11 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     output = dvc(ws, "repro")
     assert ran(output) == set(STAGES)
     subprocess.run(["git", "add", "-A"], cwd=ws, check=True)
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "run"],
-                   cwd=ws, check=True)
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "run"],
+        cwd=ws,
+        check=True,
+    )
     return ws
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from training_helpers import PARAMS_FILE, TINY_RECIPE, tiny_raw
+from training_helpers import EPOCH_METRICS, PARAMS_FILE, TINY_RECIPE, tiny_raw
 
 from cifar_study.data.prepared import prepare
 from cifar_study.models import build_model
@@ -72,15 +72,7 @@ def test_stage_writes_a_loadable_model_and_aligned_metrics(project: Path, model:
     live = project / "run" / "metrics" / model
     metrics = json.loads((live / "metrics.json").read_text())
     assert metrics["step"] == 2 and metrics["parameters"] == info["parameters"]
-    for name in (
-        "train/loss",
-        "train/acc",
-        "val/loss",
-        "val/acc",
-        "lr",
-        "epoch_time_s",
-        "images_per_s",
-    ):
+    for name in EPOCH_METRICS:
         assert logged_steps(live, name) == [1, 2], name
 
 

@@ -16,6 +16,17 @@ PARAMS_FILE = Path(__file__).resolve().parents[1] / "params.yaml"
 CLASSES = ("red", "green", "blue", "grey")
 COLOURS = np.array([[200, 40, 40], [40, 200, 40], [40, 40, 200], [120, 120, 120]])
 
+# What every model logs each epoch, under the same names (README and dvc.yaml rely on them).
+EPOCH_METRICS = (
+    "train/loss",
+    "train/acc",
+    "val/loss",
+    "val/acc",
+    "lr",
+    "epoch_time_s",
+    "images_per_s",
+)
+
 TINY_RECIPE: dict[str, Any] = {
     "epochs": 2,
     "batch_size": 16,

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from cifar_study.models import register_model
+from cifar_study.models.init import he_init
 
 
 class Bottleneck(nn.Module):
@@ -91,13 +92,7 @@ class DenseNet(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(channels, num_classes)
 
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                # He et al., 2015 init, as the DenseNet reference code uses.
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        he_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)  # (N, C, 32 / 2**(B-1), same)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from cifar_study.models import register_model
+from cifar_study.models.init import he_init
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -81,13 +82,7 @@ class ResNet(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(in_channels, num_classes)
 
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                # He et al., 2015 ("Delving deep into rectifiers"), as in the ResNet paper.
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        he_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stages(self.stem(x))  # (N, width * 2**(S-1), 32 / 2**(S-1), same)
