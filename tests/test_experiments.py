@@ -101,10 +101,17 @@ def test_exp_run_with_a_changed_lr_then_diff_against_the_baseline(workspace: Pat
     assert (workspace / "dvc_plots" / "index.html").is_file()
 
 
+# Runs after the test above (pytest keeps file order): it diffs against its experiment too.
 def test_changing_only_densenet_params_does_not_retrain_the_resnet(workspace: Path) -> None:
     output = dvc(workspace, "exp", "run", "-n", "dense-wider", "-S", "densenet.growth_rate=6")
     assert "train@densenet" in ran(output)
     assert "train@resnet" not in ran(output)
+    # Two experiments against each other, not only against the baseline.
+    assert "densenet.growth_rate" in dvc(workspace, "params", "diff", "lr-low", "dense-wider")
+    assert "test.acc" in dvc(workspace, "metrics", "diff", "lr-low", "dense-wider", "--md")
+    dvc(workspace, "plots", "diff", "lr-low", "dense-wider")
+    html = (workspace / "dvc_plots" / "index.html").read_text()
+    assert "lr-low" in html and "dense-wider" in html
 
 
 def test_queued_sweep_and_exp_show(workspace: Path) -> None:

@@ -49,6 +49,8 @@ def create_workspace(dest: Path, overrides: Mapping[str, Any], root: Path = PROJ
         # A throwaway copy has no use for update checks or usage reports.
         [*dvc, "config", "core.check_update", "false"],
         [*dvc, "config", "core.analytics", "false"],
+        # Stage what DVC writes (dvc.lock, .gitignore entries), as a scratch repo wants.
+        [*dvc, "config", "core.autostage", "true"],
         ["git", "add", "-A"],
         [*commit, "commit", "-qm", "workspace"],
     ):
