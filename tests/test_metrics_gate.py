@@ -1,0 +1,55 @@
+"""The CI gate on reproduced metrics: passes within tolerance, fails on drift or absence."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cifar_study import metrics_gate
+
+EXPECTED = {
+    "metrics/eval/resnet/metrics.json": {
+        "test.acc": {"expected": 0.80, "tolerance": 0.01},
+        "parameters": {"expected": 2797610, "tolerance": 0},
+    }
+}
+
+
+def write(root: Path, acc: float) -> Path:
+    path = root / "metrics/eval/resnet/metrics.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"test": {"acc": acc}, "parameters": 2797610}))
+    expected = root / "expected.json"
+    expected.write_text(json.dumps(EXPECTED))
+    return expected
+
+
+def test_within_tolerance_passes(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    expected = write(tmp_path, 0.805)
+    assert metrics_gate.main(["--expected", str(expected), "--root", str(tmp_path)]) == 0
+    assert "all 2 metrics within tolerance" in capsys.readouterr().out
+
+
+def test_drift_fails_with_a_table(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    expected = write(tmp_path, 0.78)
+    assert metrics_gate.main(["--expected", str(expected), "--root", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "test.acc" in out and "0.8" in out and "0.78" in out and "±0.01" in out
+    assert "DRIFT" in out and "1 of 2 metrics missing or outside their tolerance" in out
+
+
+def test_missing_metric_or_file_fails(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    expected = write(tmp_path, 0.8)
+    (tmp_path / "metrics/eval/resnet/metrics.json").unlink()
+    assert metrics_gate.main(["--expected", str(expected), "--root", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert out.count("DRIFT") == 2 and "2 of 2 metrics missing" in out
+
+
+def test_bad_expectations_are_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"m.json": {"acc": {"expected": 0.8}}}))
+    assert metrics_gate.main(["--expected", str(bad), "--root", str(tmp_path)]) == 1
+    assert "needs numeric 'expected' and 'tolerance'" in capsys.readouterr().err
