@@ -14,6 +14,7 @@ from cifar_study.config import load_params
 from cifar_study.data.prepared import prepare
 from cifar_study.data.preview import save_sample_grid
 from cifar_study.data.raw import read_raw
+from cifar_study.fileio import atomic_path
 
 
 @user_errors_exit
@@ -26,8 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     params = load_params(args.params)
     raw = read_raw(args.raw)
-    summary = prepare(raw, args.out, params.data.val_size, params.data.split_seed)
-    save_sample_grid(raw.train_images, raw.train_labels, raw.classes, args.samples)
+    # Render the grid first and rename it last: a failure anywhere leaves both outputs as they were.
+    with atomic_path(args.samples) as samples:
+        save_sample_grid(raw.train_images, raw.train_labels, raw.classes, samples)
+        summary = prepare(raw, args.out, params.data.val_size, params.data.split_seed)
     counts = ", ".join(f"{name} {c['total']}" for name, c in summary["counts"].items())
     print(
         f"{args.out}: {len(raw.classes)} classes; {counts}; "

@@ -25,8 +25,8 @@ from dvclive import Live
 from cifar_study.cli import user_errors_exit
 from cifar_study.config import Params, load_params
 from cifar_study.data.prepared import load_prepared, read_summary
-from cifar_study.errors import ConfigError
-from cifar_study.fileio import atomic_path, write_json
+from cifar_study.errors import ConfigError, StudyError
+from cifar_study.fileio import atomic_dir, write_json
 from cifar_study.models import build_model, check_model_name
 from cifar_study.models.profile import count_parameters, macs_per_image
 from cifar_study.training.engine import StopSignal, Trainer, TrainingInterrupted
@@ -187,36 +187,45 @@ def export(
     size: dict[str, int],
     out: Path,
 ) -> None:
-    """Write `model.pt` (a plain state dict) and `model.json` (what evaluation needs)."""
+    """Write `model.pt` (a plain state dict) and `model.json` (what evaluation needs).
+
+    Both files or neither: new weights must never sit beside another run's description.
+    """
     state = {k: v.detach().cpu().contiguous() for k, v in trainer.eval_model.state_dict().items()}
-    with atomic_path(out / "model.pt") as tmp:
-        torch.save(state, tmp)
     runtime: Runtime = trainer.runtime
-    write_json(
-        out / "model.json",
-        {
-            "model": model_name,
-            "architecture": {
-                k: list(v) if isinstance(v, tuple) else v for k, v in architecture.items()
-            },
-            "classes": classes,
-            "normalization": {"mean": list(mean), "std": list(std)},
-            **size,
-            "epochs": trainer.epoch,
-            "ema": trainer.ema is not None,
-            "final": trainer.history[-1] if trainer.history else {},
-            "history": trainer.history,
-            "train_time_s": sum(m["epoch_time_s"] for m in trainer.history),
-            "runtime": {
-                "device": str(runtime.device),
-                "precision": runtime.precision_name,
-                "processes": runtime.world_size,
-            },
-            "params": {
-                k: v for k, v in dataclasses.asdict(trainer.params).items() if k in RECIPE_KEYS
-            },
+    description = {
+        "model": model_name,
+        "architecture": {
+            k: list(v) if isinstance(v, tuple) else v for k, v in architecture.items()
         },
-    )
+        "classes": classes,
+        "normalization": {"mean": list(mean), "std": list(std)},
+        **size,
+        "epochs": trainer.epoch,
+        "ema": trainer.ema is not None,
+        "final": trainer.history[-1] if trainer.history else {},
+        "history": trainer.history,
+        "train_time_s": sum(m["epoch_time_s"] for m in trainer.history),
+        "runtime": {
+            "device": str(runtime.device),
+            "precision": runtime.precision_name,
+            "processes": runtime.world_size,
+        },
+        "params": {k: v for k, v in dataclasses.asdict(trainer.params).items() if k in RECIPE_KEYS},
+    }
+    writers = {
+        "model.pt": lambda path: torch.save(state, path),
+        "model.json": lambda path: write_json(path, description),
+    }
+    with atomic_dir(out) as staging:
+        for name, write in writers.items():
+            try:
+                write(staging / name)
+            except (OSError, RuntimeError) as exc:  # torch.save reports short writes as Runtime
+                reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+                raise StudyError(
+                    f"could not write {out / name}: {reason}; the previous {out} is kept"
+                ) from None
 
 
 if __name__ == "__main__":

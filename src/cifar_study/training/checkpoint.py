@@ -22,9 +22,10 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
     try:
         with atomic_path(path) as tmp:
             torch.save(state, tmp)
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:  # torch.save reports a short write as RuntimeError
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise StudyError(
-            f"could not write checkpoint {path}: {exc}; the previous one is kept"
+            f"could not write checkpoint {path}: {reason}; the previous one is kept"
         ) from None
 
 

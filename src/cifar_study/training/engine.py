@@ -315,7 +315,7 @@ class Trainer:
             raise NonFiniteLoss(
                 f"the loss became {loss_value} at epoch {self.epoch + 1}, step {batch + 1}; "
                 f"training stopped and the last good checkpoint ({self.checkpoint_path}, "
-                f"{self.epoch} epochs) was kept. Try a lower lr (now {params.lr})."
+                f"after epoch {self.epoch}) was kept. Try a lower lr (now {params.lr})."
             )
         self.last_lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.zero_grad(set_to_none=True)
