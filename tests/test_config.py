@@ -192,3 +192,17 @@ def test_unknown_keys_of_mixed_types_give_config_error(tmp_path: Path) -> None:
     path.write_text("data:\n  source: digits\n  1: x\n  sorce: y\n")
     with pytest.raises(ConfigError, match=r"unknown key 'data\.(1|sorce)'"):
         load_params(path)
+
+
+def test_exponent_without_a_dot_is_a_number_but_nan_and_inf_are_not() -> None:
+    # YAML 1.1 reads `lr: 1e-3` as the string '1e-3'.
+    assert parse_params({"lr": "1e-3"}).lr == pytest.approx(0.001)
+    for bad in ("inf", "nan", "fast"):
+        with pytest.raises(ConfigError, match="lr"):
+            parse_params({"lr": bad})
+
+
+@pytest.mark.parametrize("device", ["cuda:x", "cuda:-1", "gpu", "cuda:"])
+def test_malformed_device_is_refused(device: str) -> None:
+    with pytest.raises(ConfigError, match="auto, cpu, cuda or cuda:N"):
+        parse_params({"device": device})

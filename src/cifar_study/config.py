@@ -8,6 +8,7 @@ what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -19,6 +20,7 @@ import yaml
 from cifar_study.errors import ConfigError
 
 NAMED_SOURCES = ("cifar10", "digits")
+_EXPONENT_NUMERAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def _rule(check: Callable[[Any], bool], allowed: str) -> dict[str, Any]:
@@ -143,7 +145,7 @@ class Params:
     device: str = dataclasses.field(
         default="auto",
         metadata=_rule(
-            lambda v: v in ("auto", "cpu", "cuda") or v.startswith("cuda:"),
+            lambda v: re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None,
             "auto, cpu, cuda or cuda:N",
         ),
     )
@@ -236,6 +238,9 @@ def _coerce(value: Any, kind: Any, key: str, source: str) -> Any:
     if kind is type(None) and value is None:
         return None
     if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    # YAML 1.1 reads `1e-3` (no dot) as a string: accept exactly that, never nan or inf.
+    if kind is float and isinstance(value, str) and _EXPONENT_NUMERAL.fullmatch(value.strip()):
         return float(value)
     # bool is a subclass of int: `epochs: true` must not pass as 1.
     if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):

@@ -41,7 +41,13 @@ def read_image(path: Path) -> tuple[np.ndarray, str | None]:
                 note = f"{note}; {resized}" if note else resized
                 image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC)
             return np.array(image), note  # a writable copy, as torch.from_numpy wants
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (
+        UnidentifiedImageError,
+        Image.DecompressionBombError,
+        OSError,
+        SyntaxError,
+        ValueError,
+    ) as exc:
         raise DataError(f"{path}: not a readable image ({exc})") from None
 
 

@@ -214,5 +214,5 @@ def _read_image(path: Path) -> np.ndarray:
                     "expected 32×32 RGB"
                 )
             return np.asarray(image)
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as exc:
         raise DataError(f"{path}: unreadable image ({exc})") from None

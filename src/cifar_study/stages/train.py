@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             params,
             runtime,
             args.checkpoint,
-            fingerprint(args.model, params, args.data),
+            fingerprint(args.model, params, args.data, runtime),
             stop,
         )
         trainer.resume()
@@ -117,17 +117,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def fingerprint(model: str, params: Params, data_dir: Path) -> str:
-    """What a checkpoint must match to be resumed: model, recipe, data and process count."""
+def fingerprint(model: str, params: Params, data_dir: Path, runtime: Runtime) -> str:
+    """What a checkpoint must match to be resumed: model, recipe, data, the code that trains,
+    and the resolved runtime (`auto` may resolve differently on another machine)."""
     recipe = {key: getattr(params, key) for key in RECIPE_KEYS}
+    package = Path(__file__).resolve().parents[1]
+    code = hashlib.sha256()
+    for path in sorted([*package.glob("training/*.py"), *package.glob("models/*.py")]):
+        code.update(path.read_bytes())
     identity = {
         "model": model,
         "architecture": params.architecture(model),
         "recipe": recipe,
         "data": read_summary(data_dir)["sha256"],
-        "world_size": torch.distributed.get_world_size()
-        if torch.distributed.is_initialized()
-        else 1,
+        "code": code.hexdigest(),
+        "runtime": [runtime.device.type, runtime.precision_name, runtime.world_size],
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 

@@ -202,12 +202,18 @@ class Trainer:
         if state["complete"]:
             self._say(f"{self.checkpoint_path}: from a finished run; starting afresh")
             return False
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        if self.ema is not None:
-            self.ema.load_state_dict(state["ema"])
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            self.scaler.load_state_dict(state["scaler"])
+            if self.ema is not None:
+                self.ema.load_state_dict(state["ema"])
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise StudyError(
+                f"{self.checkpoint_path} matches this configuration but cannot be restored "
+                f"({str(exc).splitlines()[0]}); delete it to start afresh"
+            ) from None
         self.epoch, self.batch, self.perm = state["epoch"], state["batch"], state["perm"]
         self.partial, self.history = dict(state["partial"]), list(state["history"])
         self.last_lr = state["last_lr"]

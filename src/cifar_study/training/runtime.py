@@ -107,7 +107,8 @@ def _resolve_precision(precision: str, device: torch.device) -> torch.dtype | No
     if precision == "fp32":
         return None
     bf16_ok = (
-        torch.cuda.is_bf16_supported()
+        # Native bf16 only: emulated bf16 on pre-Ampere GPUs is slower than fp16.
+        torch.cuda.is_bf16_supported(including_emulation=False)
         if device.type == "cuda"
         # Only CPUs with native bf16 (AVX-512 BF16 or AMX) gain from it; elsewhere it is emulated.
         else torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
