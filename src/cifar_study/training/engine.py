@@ -158,6 +158,13 @@ class Trainer:
             )
         self.forward_model = torch.compile(forward_model) if runtime.compile else forward_model
 
+        # Every rank must visit samples in the same order, so the order has its own generator;
+        # augmentation and dropout draw from the global ones, which differ between ranks so
+        # that each shard is augmented independently.
+        self.order_rng = torch.Generator().manual_seed(params.seed)
+        if runtime.distributed:
+            torch.manual_seed(params.seed + 1_000_003 * runtime.rank)
+
         # Position in the run; all of it goes into the checkpoint.
         self.epoch = 0  # epochs completed
         self.batch = 0  # steps completed within the current epoch
@@ -184,7 +191,8 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
-            "rng": rng_state(),
+            "order_rng": self.order_rng.get_state(),
+            "rng": self._rng_states(),
         }
 
     def resume(self) -> bool:
@@ -217,13 +225,24 @@ class Trainer:
         self.epoch, self.batch, self.perm = state["epoch"], state["batch"], state["perm"]
         self.partial, self.history = dict(state["partial"]), list(state["history"])
         self.last_lr = state["last_lr"]
-        set_rng_state(state["rng"])
+        self.order_rng.set_state(state["order_rng"])
+        set_rng_state(state["rng"][self.runtime.rank])
         self._say(f"resuming from {self.checkpoint_path}: epoch {self.epoch + 1} step {self.batch}")
         return True
 
     def save(self) -> None:
+        """Checkpoint (rank 0 writes; every rank must call it, since it gathers RNG states)."""
+        state = self.state_dict()
         if self.runtime.is_main:
-            save_checkpoint(self.state_dict(), self.checkpoint_path)
+            save_checkpoint(state, self.checkpoint_path)
+
+    def _rng_states(self) -> list[dict[str, Any]]:
+        """Every rank's generator states, indexed by rank, so each resumes its own stream."""
+        if not self.runtime.distributed:
+            return [rng_state()]
+        states: list[Any] = [None] * self.runtime.world_size
+        dist.all_gather_object(states, rng_state())
+        return states
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -260,7 +279,7 @@ class Trainer:
     def _train_epoch(self) -> dict[str, float]:
         params, runtime = self.params, self.runtime
         if self.perm is None:
-            self.perm = torch.randperm(len(self.train_split))
+            self.perm = torch.randperm(len(self.train_split), generator=self.order_rng)
         local = params.batch_size // runtime.world_size
         start_time = time.perf_counter() - self.partial["seconds"]
         bar = tqdm(
