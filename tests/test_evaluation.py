@@ -207,3 +207,18 @@ def test_predict_refuses_a_model_file_with_a_pickle_payload(
     assert predict.main(["--model-dir", str(model_dir), str(image)]) == 1
     captured = capsys.readouterr()
     assert "cannot be loaded safely" in captured.err and "payload ran" not in captured.out
+
+
+def test_a_model_json_that_does_not_fit_model_pt_is_a_clear_error(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    info = json.loads((trained / "models/resnet/model.json").read_text())
+    info["architecture"]["width"] = 6  # not the width the weights were trained at
+    (model_dir / "model.json").write_text(json.dumps(info))
+    (model_dir / "model.pt").write_bytes((trained / "models/resnet/model.pt").read_bytes())
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
+    assert predict.main(["--model-dir", str(model_dir), str(image)]) == 1
+    assert "model.json and model.pt do not describe one model" in capsys.readouterr().err

@@ -22,8 +22,14 @@ def load_trained(model_dir: Path) -> tuple[torch.nn.Module, dict]:
         info = json.loads((model_dir / "model.json").read_text())
     except (FileNotFoundError, json.JSONDecodeError) as exc:
         raise DataError(f"{model_dir / 'model.json'}: {exc}; run the train stage first") from None
-    model = build_model(info["model"], num_classes=len(info["classes"]), **info["architecture"])
-    model.load_state_dict(load_checkpoint(model_dir / "model.pt"))
+    try:
+        model = build_model(info["model"], num_classes=len(info["classes"]), **info["architecture"])
+        model.load_state_dict(load_checkpoint(model_dir / "model.pt"))
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise DataError(
+            f"{model_dir}: model.json and model.pt do not describe one model "
+            f"({str(exc).splitlines()[0]}); rerun the train stage"
+        ) from None
     return model.eval(), info
 
 
