@@ -33,7 +33,7 @@ def acquire(source: str, raw_dir: Path, download_dir: Path) -> dict:
             archive = download_dir / CIFAR10_ARCHIVE
             if not (archive.is_file() and file_digest(archive, "md5") == CIFAR10_MD5):
                 download(CIFAR10_URL, archive, CIFAR10_MD5)
-            _import_archive(archive, staging)
+            safe_extract(archive, staging)  # its md5 was just checked
         elif source == "digits":
             digits.write_image_folder(staging)
         else:

@@ -15,20 +15,23 @@ from cifar_study.training.runtime import Runtime
 
 @torch.no_grad()
 def predict_proba(
-    model: nn.Module, split: DeviceSplit, batch_size: int, runtime: Runtime, flip_tta: bool
-) -> np.ndarray:
-    """Class probabilities N×C for a split; with `flip_tta`, averaged with the mirror image."""
+    model: nn.Module, split: DeviceSplit, batch_size: int, runtime: Runtime
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities N×C for a split, plain and averaged with the mirror image (flip TTA).
+
+    One pass computes both, so the plain forward is not run twice.
+    """
     model.eval()
-    out = []
+    plain, tta = [], []
     for start in range(0, len(split), batch_size):
         index = torch.arange(start, min(start + batch_size, len(split)), device=split.device)
         x, _ = split.batch(index, channels_last=runtime.channels_last)
         with runtime.autocast():
             probs = model(x).float().softmax(1)
-            if flip_tta:
-                probs = (probs + model(x.flip(3)).float().softmax(1)) / 2
-        out.append(probs.cpu())
-    return torch.cat(out).numpy()
+            flipped = model(x.flip(3)).float().softmax(1)
+        plain.append(probs.cpu())
+        tta.append(((probs + flipped) / 2).cpu())
+    return torch.cat(plain).numpy(), torch.cat(tta).numpy()
 
 
 def negative_log_likelihood(probs: np.ndarray, labels: np.ndarray) -> float:

@@ -53,8 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     test = data.splits["test"]
     split = DeviceSplit(test.images, test.labels, data.mean, data.std, runtime.device)
 
-    probs = predict_proba(model, split, params.eval_batch_size, runtime, flip_tta=False)
-    probs_tta = predict_proba(model, split, params.eval_batch_size, runtime, flip_tta=True)
+    probs, probs_tta = predict_proba(model, split, params.eval_batch_size, runtime)
     labels = test.labels
     predicted = probs.argmax(1)
     ece, table = reliability(probs, labels)
