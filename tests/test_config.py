@@ -116,6 +116,8 @@ def test_val_size_out_of_range_is_rejected(val_size: float) -> None:
         ({"data": {"split_seed": -3}}, "data.split_seed"),
         ({"data": {"source": ""}}, "data.source"),
         ({"data": {"source": "   "}}, "data.source"),
+        ({"train_fraction": {"densenet": 0}}, "train_fraction.densenet"),
+        ({"train_fraction": {"resnet": 1.5}}, "train_fraction.resnet"),
     ],
 )
 def test_other_out_of_range_values_are_rejected(raw: dict, key: str) -> None:
@@ -137,6 +139,7 @@ def test_val_size_boundaries_and_int_accepted_for_float(value: float, expected: 
         ({"data": "digits"}, "data", "str"),
         ({"data": ["digits"]}, "data", "list"),
         ({"data": None}, "data", "NoneType"),
+        ({"train_fraction": 0.5}, "train_fraction", "float"),
         (["seed", 0], "the top level", "list"),
         ("seed: 0", "the top level", "str"),
     ],
@@ -206,3 +209,11 @@ def test_exponent_without_a_dot_is_a_number_but_nan_and_inf_are_not() -> None:
 def test_malformed_device_is_refused(device: str) -> None:
     with pytest.raises(ConfigError, match="auto, cpu, cuda or cuda:N"):
         parse_params({"device": device})
+
+
+def test_train_fraction_is_per_model() -> None:
+    params = parse_params({"train_fraction": {"densenet": 0.05}})
+    assert params.train_fraction_of("resnet") == 1.0
+    assert params.train_fraction_of("densenet") == 0.05
+    with pytest.raises(ConfigError, match=r"no train_fraction\.vgg"):
+        params.train_fraction_of("vgg")

@@ -265,7 +265,6 @@ _DDP_RECIPE = {
     "cutout": 0,
     "label_smoothing": 0.0,
     "precision": "fp32",
-    "train_fraction": 1.0,
 }
 
 

@@ -103,7 +103,17 @@ def test_exp_run_with_a_changed_lr_then_diff_against_the_baseline(workspace: Pat
 
 # Runs after the test above (pytest keeps file order): it diffs against its experiment too.
 def test_changing_only_densenet_params_does_not_retrain_the_resnet(workspace: Path) -> None:
-    output = dvc(workspace, "exp", "run", "-n", "dense-wider", "-S", "densenet.growth_rate=6")
+    output = dvc(
+        workspace,
+        "exp",
+        "run",
+        "-n",
+        "dense-wider",
+        "-S",
+        "densenet.growth_rate=6",
+        "-S",
+        "train_fraction.densenet=0.5",
+    )
     assert "train@densenet" in ran(output)
     assert "train@resnet" not in ran(output)
     # Two experiments against each other, not only against the baseline.

@@ -18,6 +18,7 @@ from cifar_study.data.prepared import (
     load_prepared,
     prepare,
     split_indices,
+    train_subset,
 )
 from cifar_study.data.raw import RawDataset
 from cifar_study.errors import DataError
@@ -289,3 +290,34 @@ def test_too_small_validation_split_is_a_data_error(tmp_path: Path) -> None:
     small = RawDataset(CLASSES, images, labels, images[:4], np.arange(4, dtype=np.int64))
     with pytest.raises(DataError, match="val_size"):
         prepare(small, tmp_path / "prepared", val_size=0.1, seed=0)  # 2 val images < 4 classes
+
+
+# ------------------------------------------------------------------ train subset
+
+
+def test_train_subset_is_stratified_seeded_and_leaves_val_and_test(
+    raw: RawDataset, tmp_path: Path
+) -> None:
+    prepare(raw, tmp_path / "prepared", val_size=0.2, seed=0)
+    data = load_prepared(tmp_path / "prepared")
+    half = train_subset(data, 0.5, seed=1, key="train_fraction.resnet")
+    counts = np.bincount(data.splits["train"].labels, minlength=len(CLASSES))
+    np.testing.assert_array_equal(
+        np.bincount(half.splits["train"].labels, minlength=len(CLASSES)), counts // 2
+    )
+    again = train_subset(data, 0.5, seed=1, key="train_fraction.resnet")
+    np.testing.assert_array_equal(half.splits["train"].images, again.splits["train"].images)
+    other = train_subset(data, 0.5, seed=2, key="train_fraction.resnet")
+    assert not np.array_equal(half.splits["train"].images, other.splits["train"].images)
+    for name in ("val", "test"):
+        assert half.splits[name] is data.splits[name]
+    assert train_subset(data, 1.0, seed=1, key="train_fraction.resnet") is data
+
+
+def test_train_subset_too_small_to_keep_every_class_names_the_key(
+    raw: RawDataset, tmp_path: Path
+) -> None:
+    prepare(raw, tmp_path / "prepared", val_size=0.2, seed=0)
+    data = load_prepared(tmp_path / "prepared")
+    with pytest.raises(DataError, match=r"train_fraction\.densenet = 0\.01 of 80 training"):
+        train_subset(data, 0.01, seed=0, key="train_fraction.densenet")

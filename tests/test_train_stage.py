@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import signal
 import subprocess
@@ -15,9 +16,11 @@ import torch
 import yaml
 from training_helpers import EPOCH_METRICS, PARAMS_FILE, TINY_RECIPE, tiny_raw
 
+from cifar_study.config import TrainFractions, load_params
 from cifar_study.data.prepared import prepare
 from cifar_study.models import build_model
 from cifar_study.stages import train
+from cifar_study.training.runtime import resolve_runtime
 
 
 @pytest.fixture
@@ -162,3 +165,21 @@ def test_same_seed_twice_gives_identical_metrics(project: Path) -> None:
     for m in (one, two):
         m.pop("epoch_time_s"), m.pop("images_per_s")
     assert one == two
+
+
+def test_each_model_has_its_own_train_fraction(project: Path) -> None:
+    write_params(project, {"precision": "fp32", "train_fraction": {"resnet": 0.5, "densenet": 1}})
+    assert train.main(stage_args("resnet")) == 0
+    info = json.loads((project / "run" / "models" / "resnet" / "model.json").read_text())
+    assert info["params"]["train_fraction"] == 0.5
+    params = load_params(project / "params.yaml")
+    runtime = resolve_runtime("cpu", "fp32", channels_last=False)
+    data = project / "data" / "prepared"
+
+    def fingerprint_with(fractions: dict[str, float]) -> str:
+        changed = dataclasses.replace(params, train_fraction=TrainFractions(**fractions))
+        return train.fingerprint("resnet", changed, data, runtime)
+
+    base = fingerprint_with({"resnet": 0.5, "densenet": 1.0})
+    assert fingerprint_with({"resnet": 0.5, "densenet": 0.1}) == base
+    assert fingerprint_with({"resnet": 0.25, "densenet": 1.0}) != base

@@ -63,6 +63,26 @@ def split_indices(labels: np.ndarray, val_size: float, seed: int) -> tuple[np.nd
     return np.sort(train_idx), np.sort(val_idx)
 
 
+def train_subset(data: PreparedData, fraction: float, seed: int, key: str) -> PreparedData:
+    """`data` with its train split cut to a stratified, seeded `fraction` (budgets on slow
+    machines); `data` itself at 1. `key` names the setting in errors."""
+    if fraction >= 1:
+        return data
+    train = data.splits["train"]
+    try:
+        keep, _ = train_test_split(
+            np.arange(len(train)), train_size=fraction, stratify=train.labels, random_state=seed
+        )
+    except ValueError as exc:  # fewer images kept than classes
+        raise DataError(
+            f"{key} = {fraction} of {len(train)} training images cannot keep every one of the "
+            f"{len(data.classes)} classes ({exc}); raise {key}"
+        ) from None
+    keep = np.sort(keep)
+    splits = {**data.splits, "train": Split(train.images[keep], train.labels[keep])}
+    return dataclasses.replace(data, splits=splits)
+
+
 def channel_stats(images: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std on the 0..1 scale, in chunks so memory stays flat."""
     total = np.zeros(3)

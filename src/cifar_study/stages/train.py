@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -24,7 +23,7 @@ from dvclive import Live
 
 from cifar_study.cli import user_errors_exit
 from cifar_study.config import Params, load_params
-from cifar_study.data.prepared import load_prepared, read_summary
+from cifar_study.data.prepared import load_prepared, read_summary, train_subset
 from cifar_study.errors import ConfigError, StudyError
 from cifar_study.fileio import atomic_dir, write_json
 from cifar_study.models import build_model, check_model_name
@@ -32,7 +31,8 @@ from cifar_study.models.profile import count_parameters, macs_per_image
 from cifar_study.training.engine import StopSignal, Trainer, TrainingInterrupted
 from cifar_study.training.runtime import Runtime, process_group, resolve_runtime
 
-# The keys of params.yaml this stage reads besides the model's own section (dvc.yaml lists them).
+# The keys of params.yaml this stage reads besides train_fraction.<model> and the model's own
+# section (dvc.yaml lists them all).
 RECIPE_KEYS = (
     "seed",
     "epochs",
@@ -53,7 +53,6 @@ RECIPE_KEYS = (
     "crop_padding",
     "flip",
     "cutout",
-    "train_fraction",
     "eval_batch_size",
     "device",
     "precision",
@@ -90,7 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     runtime = resolve_runtime(
         params.device, params.precision, params.channels_last, params.compile, params.deterministic
     )
-    data = load_prepared(args.data)
+    data = train_subset(
+        load_prepared(args.data),
+        params.train_fraction_of(args.model),
+        params.seed,
+        key=f"train_fraction.{args.model}",
+    )
     stop = StopSignal()
     with stop.installed(), process_group(runtime):
         trainer = Trainer(
@@ -120,7 +124,6 @@ def main(argv: list[str] | None = None) -> int:
 def fingerprint(model: str, params: Params, data_dir: Path, runtime: Runtime) -> str:
     """What a checkpoint must match to be resumed: model, recipe, data, the code that trains,
     and the resolved runtime (`auto` may resolve differently on another machine)."""
-    recipe = {key: getattr(params, key) for key in RECIPE_KEYS}
     package = Path(__file__).resolve().parents[1]
     code = hashlib.sha256()
     for path in sorted([*package.glob("training/*.py"), *package.glob("models/*.py")]):
@@ -128,12 +131,20 @@ def fingerprint(model: str, params: Params, data_dir: Path, runtime: Runtime) ->
     identity = {
         "model": model,
         "architecture": params.architecture(model),
-        "recipe": recipe,
+        "recipe": recipe_of(params, model),
         "data": read_summary(data_dir)["sha256"],
         "code": code.hexdigest(),
         "runtime": [runtime.device.type, runtime.precision_name, runtime.world_size],
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def recipe_of(params: Params, model: str) -> dict[str, Any]:
+    """The training recipe `model` is trained with: the shared keys and its train fraction."""
+    return {
+        **{key: getattr(params, key) for key in RECIPE_KEYS},
+        "train_fraction": params.train_fraction_of(model),
+    }
 
 
 def _open_live(folder: Path, model: str, params: Params, size: dict[str, int]) -> Live:
@@ -142,7 +153,7 @@ def _open_live(folder: Path, model: str, params: Params, size: dict[str, int]) -
     live.log_params(
         {
             "model": model,
-            **{k: getattr(params, k) for k in RECIPE_KEYS},
+            **recipe_of(params, model),
             **{
                 f"{model}.{k}": list(v) if isinstance(v, tuple) else v
                 for k, v in params.architecture(model).items()
@@ -215,7 +226,7 @@ def export(
             "precision": runtime.precision_name,
             "processes": runtime.world_size,
         },
-        "params": {k: v for k, v in dataclasses.asdict(trainer.params).items() if k in RECIPE_KEYS},
+        "params": recipe_of(trainer.params, model_name),
     }
     writers = {
         "model.pt": lambda path: torch.save(state, path),

@@ -23,7 +23,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from cifar_study.config import Params
-from cifar_study.data.prepared import PreparedData, Split
+from cifar_study.data.prepared import PreparedData
 from cifar_study.errors import ConfigError, StudyError
 from cifar_study.training.augment import Augmentation, DeviceSplit
 from cifar_study.training.checkpoint import (
@@ -115,7 +115,7 @@ class Trainer:
         self.stop = stop or StopSignal()
         device = runtime.device
 
-        train = _subset(data.splits["train"], params.train_fraction, params.seed)
+        train = data.splits["train"]
         self.train_split = DeviceSplit(train.images, train.labels, data.mean, data.std, device)
         val = data.splits["val"]
         self.val_split = (
@@ -382,13 +382,3 @@ class Trainer:
 
 def _empty_partial() -> dict[str, float]:
     return {"loss_sum": 0.0, "correct": 0.0, "seen": 0.0, "seconds": 0.0}
-
-
-def _subset(split: Split, fraction: float, seed: int) -> Split:
-    """A seeded random `fraction` of a split (for budgets on slow machines); all of it at 1."""
-    if fraction >= 1:
-        return split
-    keep = max(1, round(len(split) * fraction))
-    generator = torch.Generator().manual_seed(seed)
-    index = torch.randperm(len(split), generator=generator)[:keep].sort().values.numpy()
-    return Split(split.images[index], split.labels[index])
