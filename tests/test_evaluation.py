@@ -154,6 +154,7 @@ def test_compare_reports_measured_numbers(trained: Path) -> None:
     assert set(result["resnet_versus"]) == {"densenet"}
     report = (trained / "plots/comparison/report.md").read_text()
     assert f"{resnet['test']['acc']:.2%}" in report
+    assert "| Share of the train split trained on | 100% | 100% |" in report
     for png in ("curves.png", "per_class_accuracy.png"):
         assert (trained / "plots/comparison" / png).is_file()
 

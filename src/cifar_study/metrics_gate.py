@@ -84,26 +84,36 @@ def format_table(rows: list[dict]) -> str:
     )
 
 
+def read_expectations(path: Path) -> dict[str, dict[str, dict[str, float]]]:
+    """Load an expectations file; ConfigError when it is unreadable or not a non-empty mapping."""
+    try:
+        expectations = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read expectations {path}: {exc}") from None
+    if not isinstance(expectations, dict) or not expectations:
+        raise ConfigError(f"{path}: expected a non-empty mapping of metrics files")
+    return expectations
+
+
+def gate(expectations: dict[str, dict[str, dict[str, float]]], root: Path) -> int:
+    """Print the table and a verdict; 0 when every metric is within tolerance, else 1."""
+    rows = check(expectations, root)
+    print(format_table(rows))
+    failed = [r for r in rows if not r["ok"]]
+    if failed:
+        print(f"FAILED: {len(failed)} of {len(rows)} metrics missing or outside their tolerance")
+        return 1
+    print(f"all {len(rows)} metrics within tolerance")
+    return 0
+
+
 @user_errors_exit
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--expected", type=Path, required=True, help="expectations JSON")
     parser.add_argument("--root", type=Path, default=Path("."), help="project the files are in")
     args = parser.parse_args(argv)
-    try:
-        expectations = json.loads(args.expected.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"cannot read expectations {args.expected}: {exc}") from None
-    if not isinstance(expectations, dict) or not expectations:
-        raise ConfigError(f"{args.expected}: expected a non-empty mapping of metrics files")
-    rows = check(expectations, args.root)
-    print(format_table(rows))
-    failed = [r for r in rows if not r["ok"]]
-    if failed:
-        print(f"{len(failed)} of {len(rows)} metrics missing or outside their tolerance")
-        return 1
-    print(f"all {len(rows)} metrics within tolerance")
-    return 0
+    return gate(read_expectations(args.expected), args.root)
 
 
 if __name__ == "__main__":

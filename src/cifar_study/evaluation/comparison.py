@@ -27,6 +27,7 @@ def summarise(model_info: dict[str, Any], evaluation: dict[str, Any]) -> dict[st
         "macs_per_image": model_info["macs_per_image"],
         "test_acc_per_million_parameters": test["acc"] / (model_info["parameters"] / 1e6),
         "epochs": model_info["epochs"],
+        "train_fraction": model_info["params"]["train_fraction"],
         # Logged on augmented, label-smoothed (maybe mixed-up) batches: an upper bound.
         "final_train_loss": final["train/loss"],
         "final_train_acc": final["train/acc"],
@@ -70,6 +71,7 @@ _TABLE = [
     ("Multiply-accumulates per image", "macs_per_image", "{:,}"),
     ("Test accuracy per million parameters", "test_acc_per_million_parameters", "{:.2%}"),
     ("Epochs", "epochs", "{}"),
+    ("Share of the train split trained on", "train_fraction", "{:.0%}"),
     ("Final train loss (augmented batches)", "final_train_loss", "{:.4f}"),
     ("Final validation loss", "final_val_loss", "{:.4f}"),
     ("Gap: test loss − train loss", "generalisation_gap_test_minus_train_loss", "{:+.4f}"),

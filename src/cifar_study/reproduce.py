@@ -1,0 +1,161 @@
+"""Re-run the whole pipeline in a fresh workspace and hold its metrics to committed expectations.
+
+    python -m cifar_study.reproduce cifar10-cpu --source path/to/cifar10.tar.gz
+    python -m cifar_study.reproduce digits
+
+Every stage runs again (`dvc repro --force --no-run-cache` in a new repository with an empty
+cache), so nothing is restored from an earlier run. The metrics are then compared with
+`.ci/expected/<profile>.json` (see `cifar_study.metrics_gate`); drift fails the command.
+`--update-expected` writes the reproduced values into that file instead, keeping its metrics and
+tolerances, for a deliberate update reviewed in `git diff`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from cifar_study.cli import user_errors_exit
+from cifar_study.demo import DEMO_OVERRIDES
+from cifar_study.errors import ConfigError, StudyError
+from cifar_study.fileio import write_json
+from cifar_study.metrics_gate import check, gate, read_expectations
+from cifar_study.workspace import PROJECT_ROOT, create_workspace, pipeline_env
+
+EXPECTED_DIR = PROJECT_ROOT / ".ci" / "expected"
+
+# What each profile overrides in params.yaml. cifar10-cpu fits a 2-core CPU in about 25 minutes:
+# the ResNet sees the whole training set for 4 epochs; the DenseNet-BC, ~20x slower per image
+# on a CPU, sees a stratified 4% of it. Small evaluation batches keep the inference-speed probe
+# short. digits is `make demo`'s offline run.
+PROFILES: dict[str, dict[str, Any]] = {
+    "cifar10-cpu": {
+        "epochs": 4,
+        "batch_size": 256,
+        "lr": 0.2,
+        "warmup_epochs": 1,
+        "cutout": 0,
+        "eval_batch_size": 256,
+        "train_fraction.densenet": 0.04,
+    },
+    "digits": DEMO_OVERRIDES,
+}
+# Profiles whose data the user supplies with --source (their data.source is a local path).
+NEEDS_SOURCE = {"cifar10-cpu"}
+_RUNNING = re.compile(r"Running stage '([^']+)'")
+
+
+def overrides_for(profile: str, source: Path | None) -> dict[str, Any]:
+    """The params overrides of `profile`, with `data.source` set where the profile needs one."""
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile '{profile}'; known: {', '.join(sorted(PROFILES))}")
+    overrides = dict(PROFILES[profile])
+    if profile in NEEDS_SOURCE:
+        if source is None:
+            raise ConfigError(f"profile '{profile}' needs --source: a copy of CIFAR-10")
+        if not source.exists():
+            raise ConfigError(f"--source {source} does not exist")
+        overrides["data.source"] = str(source.resolve())
+    elif source is not None:
+        raise ConfigError(f"profile '{profile}' brings its own data; drop --source")
+    return overrides
+
+
+def stages_of(workspace: Path) -> set[str]:
+    """Every stage of the workspace's pipeline, `foreach` items expanded (e.g. train@resnet)."""
+    listed = _dvc(workspace, "stage", "list", "--name-only")
+    return set(listed.split())
+
+
+def repro_everything(workspace: Path) -> set[str]:
+    """Run every stage, streaming DVC's output; return the stages DVC reported running."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro", "--force", "--no-run-cache"],
+        cwd=workspace,
+        env=pipeline_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    ran = set()
+    for line in process.stdout:
+        print(line, end="", flush=True)
+        ran.update(_RUNNING.findall(line))
+    if process.wait() != 0:
+        raise StudyError(f"dvc repro failed (exit {process.returncode}): see its output above")
+    return ran
+
+
+def updated_expectations(
+    expectations: Mapping[str, Mapping[str, Mapping[str, float]]], root: Path
+) -> dict[str, dict[str, dict[str, float]]]:
+    """`expectations` with every expected value replaced by the one reproduced under `root`."""
+    rows = {(r["file"], r["metric"]): r["got"] for r in check(expectations, root)}
+    missing = [f"{file}: {metric}" for (file, metric), got in rows.items() if got is None]
+    if missing:
+        raise StudyError("cannot update, metrics missing: " + ", ".join(missing))
+    return {
+        file: {
+            metric: {**spec, "expected": rows[(file, metric)]} for metric, spec in metrics.items()
+        }
+        for file, metrics in expectations.items()
+    }
+
+
+def _dvc(workspace: Path, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "dvc", *args],
+        cwd=workspace,
+        env=pipeline_env(),
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise StudyError(f"dvc {' '.join(args)} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+@user_errors_exit
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("profile", help="one of: " + ", ".join(sorted(PROFILES)))
+    parser.add_argument("--source", type=Path, help="the CIFAR-10 copy (cifar10-* profiles)")
+    parser.add_argument("--dest", type=Path, help="workspace (default build/reproduce/<profile>)")
+    parser.add_argument("--expected", type=Path, help="default .ci/expected/<profile>.json")
+    parser.add_argument(
+        "--update-expected",
+        action="store_true",
+        help="write the reproduced values into the expectations file instead of checking",
+    )
+    args = parser.parse_args(argv)
+    overrides = overrides_for(args.profile, args.source)
+    expected_path = args.expected or EXPECTED_DIR / f"{args.profile}.json"
+    expectations = read_expectations(expected_path)  # a bad file fails before hours of training
+    dest = args.dest or PROJECT_ROOT / "build" / "reproduce" / args.profile
+
+    start = time.monotonic()
+    workspace = create_workspace(dest, overrides)
+    print(f"reproducing '{args.profile}' in {workspace} with {overrides}", flush=True)
+    ran = repro_everything(workspace)
+    not_run = stages_of(workspace) - ran
+    if not_run:
+        raise StudyError(f"stages not re-run: {', '.join(sorted(not_run))}")
+    minutes = (time.monotonic() - start) / 60
+    print(f"\nall {len(ran)} stages re-run in {minutes:.1f} min\n", flush=True)
+
+    if args.update_expected:
+        write_json(expected_path, updated_expectations(expectations, workspace))
+        print(f"wrote the reproduced values into {expected_path}; review with `git diff`")
+        return 0
+    print(f"expected: {expected_path}")
+    return gate(expectations, workspace)
+
+if __name__ == "__main__":
+    raise SystemExit(main())

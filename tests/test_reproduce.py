@@ -1,0 +1,103 @@
+"""The CI reproduction command: profiles, expectations files, and a real run on digits (slow)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cifar_study import reproduce
+from cifar_study.config import parse_params
+from cifar_study.errors import ConfigError, StudyError
+from cifar_study.workspace import PROJECT_ROOT, set_dotted
+
+DECLARED_METRICS = set(yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["metrics"])
+
+
+@pytest.mark.parametrize("profile", sorted(reproduce.PROFILES))
+def test_every_profile_gives_valid_params(profile: str, tmp_path: Path) -> None:
+    source = tmp_path if profile in reproduce.NEEDS_SOURCE else None
+    params = yaml.safe_load((PROJECT_ROOT / "params.yaml").read_text())
+    for key, value in reproduce.overrides_for(profile, source).items():
+        set_dotted(params, key, value)
+    parse_params(params)
+
+
+@pytest.mark.parametrize("profile", sorted(reproduce.PROFILES))
+def test_every_profile_has_expectations_for_both_models(profile: str) -> None:
+    expectations = json.loads((reproduce.EXPECTED_DIR / f"{profile}.json").read_text())
+    assert set(expectations) <= DECLARED_METRICS
+    for model in ("resnet", "densenet"):
+        assert "test.acc" in expectations[f"metrics/eval/{model}/metrics.json"]
+        assert "val.acc" in expectations[f"metrics/train/{model}/metrics.json"]
+    for metrics in expectations.values():
+        for spec in metrics.values():
+            assert set(spec) == {"expected", "tolerance"} and spec["tolerance"] >= 0
+
+
+@pytest.mark.parametrize(
+    ("profile", "source", "message"),
+    [
+        ("imagenet", None, "unknown profile 'imagenet'; known: cifar10-cpu, digits"),
+        ("cifar10-cpu", None, "needs --source"),
+        ("cifar10-cpu", Path("no/such/copy.tar.gz"), "no/such/copy.tar.gz does not exist"),
+        ("digits", Path("."), "brings its own data; drop --source"),
+    ],
+)
+def test_bad_profile_or_source_is_refused(profile: str, source: Path | None, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        reproduce.overrides_for(profile, source)
+
+
+def test_source_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "copy.tar.gz").touch()
+    monkeypatch.chdir(tmp_path)
+    overrides = reproduce.overrides_for("cifar10-cpu", Path("copy.tar.gz"))
+    assert overrides["data.source"] == str(tmp_path / "copy.tar.gz")
+
+
+def test_bad_expectations_fail_before_any_workspace_is_made(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    (tmp_path / "expected.json").write_text("{}")
+    dest = tmp_path / "ws"
+    args = ["digits", "--dest", str(dest), "--expected", str(tmp_path / "expected.json")]
+    assert reproduce.main(args) == 1
+    assert "expected a non-empty mapping" in capsys.readouterr().err
+    assert not dest.exists()
+
+
+def test_update_keeps_metrics_and_tolerances_and_replaces_values(tmp_path: Path) -> None:
+    (tmp_path / "m.json").write_text(json.dumps({"test": {"acc": 0.91}, "step": 4}))
+    expectations = {
+        "m.json": {
+            "test.acc": {"expected": 0.5, "tolerance": 0.02},
+            "step": {"expected": 1, "tolerance": 0},
+        }
+    }
+    assert reproduce.updated_expectations(expectations, tmp_path) == {
+        "m.json": {
+            "test.acc": {"expected": 0.91, "tolerance": 0.02},
+            "step": {"expected": 4.0, "tolerance": 0},
+        }
+    }
+
+
+def test_update_refuses_when_a_metric_is_missing(tmp_path: Path) -> None:
+    (tmp_path / "m.json").write_text(json.dumps({"test": {}}))
+    expectations = {"m.json": {"test.acc": {"expected": 0.5, "tolerance": 0.02}}}
+    with pytest.raises(StudyError, match=r"metrics missing: m\.json: test\.acc"):
+        reproduce.updated_expectations(expectations, tmp_path)
+
+
+@pytest.mark.slow
+def test_digits_reproduction_reruns_every_stage_and_meets_its_expectations(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert reproduce.main(["digits", "--dest", str(tmp_path / "ws")]) == 0
+    out = capsys.readouterr().out
+    expectations = json.loads((reproduce.EXPECTED_DIR / "digits.json").read_text())
+    assert "all 7 stages re-run" in out
+    assert f"all {sum(map(len, expectations.values()))} metrics within tolerance" in out
