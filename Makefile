@@ -5,13 +5,15 @@ STAMP := $(VENV)/.installed
 # DVC runs stage commands through the shell: let them find this environment's python.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: demo test test-slow lint clean
+.PHONY: install demo test test-slow reproduce lint clean
 
 $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
+
+install: $(STAMP)  ## the virtualenv alone
 
 demo: $(STAMP)  ## run the whole pipeline offline on the digits data, in build/demo
 	$(PYTHON) -m cifar_study.demo
@@ -22,6 +24,9 @@ test: $(STAMP)  ## the default test suite (minutes on 2 CPU cores)
 
 test-slow: $(STAMP)  ## the slow end-to-end tests only
 	$(PYTHON) -m pytest -q -m slow || { rc=$$?; [ $$rc -ne 5 ] || echo "no tests were collected" >&2; exit $$rc; }
+
+reproduce: $(STAMP)  ## CI's check: re-run the pipeline, compare with .ci/expected (CIFAR10_SOURCE)
+	.ci/reproduce
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
