@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -157,6 +158,38 @@ def test_compare_reports_measured_numbers(trained: Path) -> None:
     assert "| Share of the train split trained on | 100% | 100% |" in report
     for png in ("curves.png", "per_class_accuracy.png"):
         assert (trained / "plots/comparison" / png).is_file()
+
+
+@pytest.mark.parametrize(
+    ("file", "drop"),
+    [("models/densenet/model.json", "history"), ("metrics/eval/resnet/metrics.json", "test")],
+)
+def test_compare_names_a_hand_edited_file_that_lacks_a_key(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture, file: str, drop: str
+) -> None:
+    root = tmp_path / "copy"
+    for folder in ("models", "metrics/eval"):
+        shutil.copytree(trained / folder, root / folder)
+    edited = json.loads((root / file).read_text())
+    del edited[drop]
+    (root / file).write_text(json.dumps(edited))
+    args = [
+        "--models",
+        "resnet",
+        "densenet",
+        "--model-root",
+        str(root / "models"),
+        "--eval-root",
+        str(root / "metrics/eval"),
+        "--out",
+        str(root / "comparison.json"),
+        "--report",
+        str(root / "report"),
+    ]
+    assert compare.main(args) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and f"lacks '{drop}'" in err and str(root / file) in err
+    assert not (root / "comparison.json").exists()
 
 
 def test_predict_classifies_good_files_and_names_bad_ones(

@@ -242,7 +242,13 @@ def test_missing_array_is_refused(raw: RawDataset, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("content", "message"), [(None, "is missing"), ("{oops", "not valid JSON")]
+    ("content", "message"),
+    [
+        (None, "is missing"),
+        ("{oops", "not valid JSON"),
+        ('{"classes": ["a"]}', "lacks normalization, sha256; rerun the prepare stage"),
+        ("[]", "lacks classes, normalization, sha256"),
+    ],
 )
 def test_missing_or_broken_summary(
     raw: RawDataset, tmp_path: Path, content: str | None, message: str

@@ -157,5 +157,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"expected: {expected_path}")
     return gate(expectations, workspace)
 
+
 if __name__ == "__main__":
     raise SystemExit(main())

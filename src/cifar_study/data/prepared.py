@@ -22,6 +22,8 @@ from cifar_study.fileio import atomic_dir, file_digest, write_json
 
 SPLITS = ("train", "val", "test")
 SUMMARY = "dataset.json"
+# What training and evaluation read from the summary.
+_SUMMARY_KEYS = ("classes", "normalization", "sha256")
 _STATS_CHUNK = 4096
 
 
@@ -161,11 +163,15 @@ def read_summary(folder: Path) -> dict:
     """The prepared data set's `dataset.json`: classes, normalisation, checksums, counts."""
     path = folder / SUMMARY
     try:
-        return json.loads(path.read_text())
+        summary = json.loads(path.read_text())
     except FileNotFoundError:
         raise DataError(f"{path} is missing: run the prepare stage first") from None
     except json.JSONDecodeError as exc:
         raise DataError(f"{path} is not valid JSON ({exc}); rerun the prepare stage") from None
+    missing = [key for key in _SUMMARY_KEYS if not isinstance(summary, dict) or key not in summary]
+    if missing:
+        raise DataError(f"{path} lacks {', '.join(missing)}; rerun the prepare stage")
+    return summary
 
 
 def load_prepared(folder: Path, mmap: bool = False) -> PreparedData:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from cifar_study.cli import user_errors_exit
 from cifar_study.errors import DataError
@@ -31,6 +32,28 @@ def _read_json(path: Path) -> dict:
         raise DataError(f"{path}: {exc}; run the train and evaluate stages first") from None
 
 
+def _read_model(model: str, model_root: Path, eval_root: Path) -> dict[str, Any]:
+    """What the comparison needs of one model, from its model.json and eval metrics.json."""
+    info_path, eval_path = model_root / model / "model.json", eval_root / model / "metrics.json"
+    info, evaluation = _read_json(info_path), _read_json(eval_path)
+    try:
+        runtime = info["runtime"]
+        return {
+            "row": summarise(info, evaluation),
+            "history": info["history"],
+            "per_class": evaluation["test"]["per_class_acc"],
+            "context": (
+                f"Measured by this pipeline run: {info['epochs']} epochs on "
+                f"{runtime['device']} ({runtime['precision']}); accuracy of the final weights "
+                "on the test split, which played no part in training or selection."
+            ),
+        }
+    except (KeyError, TypeError) as exc:
+        raise DataError(
+            f"{info_path} or {eval_path} lacks {exc}; rerun the train and evaluate stages"
+        ) from None
+
+
 @user_errors_exit
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -43,22 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     if len(args.models) < 2:
         parser.error("--models needs at least two model names")
 
-    infos = {m: _read_json(args.model_root / m / "model.json") for m in args.models}
-    evaluations = {m: _read_json(args.eval_root / m / "metrics.json") for m in args.models}
-    comparison = compare({m: summarise(infos[m], evaluations[m]) for m in args.models})
+    models = {m: _read_model(m, args.model_root, args.eval_root) for m in args.models}
+    comparison = compare({m: model["row"] for m, model in models.items()})
     write_json(args.out, comparison)
-
-    curves_png({m: infos[m]["history"] for m in args.models}, args.report / "curves.png")
+    curves_png({m: model["history"] for m, model in models.items()}, args.report / "curves.png")
     per_class_png(
-        {m: evaluations[m]["test"]["per_class_acc"] for m in args.models},
+        {m: model["per_class"] for m, model in models.items()},
         args.report / "per_class_accuracy.png",
     )
-    runtime = infos[args.models[0]]["runtime"]
-    context = (
-        f"Measured by this pipeline run: {infos[args.models[0]]['epochs']} epochs on "
-        f"{runtime['device']} ({runtime['precision']}); accuracy of the final weights on the "
-        "test split, which played no part in training or selection."
-    )
+    context = models[args.models[0]]["context"]
     with atomic_path(args.report / "report.md") as tmp:
         tmp.write_text(
             markdown_report(comparison, ["curves.png", "per_class_accuracy.png"], context)
