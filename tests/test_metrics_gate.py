@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from cifar_study import metrics_gate
+from cifar_study.errors import StudyError
 
 EXPECTED = {
     "metrics/eval/resnet/metrics.json": {
@@ -53,3 +54,26 @@ def test_bad_expectations_are_a_clear_error(tmp_path: Path, capsys: pytest.Captu
     bad.write_text(json.dumps({"m.json": {"acc": {"expected": 0.8}}}))
     assert metrics_gate.main(["--expected", str(bad), "--root", str(tmp_path)]) == 1
     assert "needs numeric 'expected' and 'tolerance'" in capsys.readouterr().err
+
+
+def test_update_keeps_metrics_and_tolerances_and_replaces_values(tmp_path: Path) -> None:
+    (tmp_path / "m.json").write_text(json.dumps({"test": {"acc": 0.91}, "step": 4}))
+    expectations = {
+        "m.json": {
+            "test.acc": {"expected": 0.5, "tolerance": 0.02},
+            "step": {"expected": 1, "tolerance": 0},
+        }
+    }
+    assert metrics_gate.updated_expectations(expectations, tmp_path) == {
+        "m.json": {
+            "test.acc": {"expected": 0.91, "tolerance": 0.02},
+            "step": {"expected": 4.0, "tolerance": 0},
+        }
+    }
+
+
+def test_update_refuses_when_a_metric_is_missing(tmp_path: Path) -> None:
+    (tmp_path / "m.json").write_text(json.dumps({"test": {}}))
+    expectations = {"m.json": {"test.acc": {"expected": 0.5, "tolerance": 0.02}}}
+    with pytest.raises(StudyError, match=r"metrics missing: m\.json: test\.acc"):
+        metrics_gate.updated_expectations(expectations, tmp_path)

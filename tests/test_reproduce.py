@@ -10,7 +10,7 @@ import yaml
 
 from cifar_study import reproduce
 from cifar_study.config import parse_params
-from cifar_study.errors import ConfigError, StudyError
+from cifar_study.errors import ConfigError
 from cifar_study.workspace import PROJECT_ROOT, set_dotted
 
 DECLARED_METRICS = set(yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["metrics"])
@@ -69,27 +69,11 @@ def test_bad_expectations_fail_before_any_workspace_is_made(
     assert not dest.exists()
 
 
-def test_update_keeps_metrics_and_tolerances_and_replaces_values(tmp_path: Path) -> None:
-    (tmp_path / "m.json").write_text(json.dumps({"test": {"acc": 0.91}, "step": 4}))
-    expectations = {
-        "m.json": {
-            "test.acc": {"expected": 0.5, "tolerance": 0.02},
-            "step": {"expected": 1, "tolerance": 0},
-        }
-    }
-    assert reproduce.updated_expectations(expectations, tmp_path) == {
-        "m.json": {
-            "test.acc": {"expected": 0.91, "tolerance": 0.02},
-            "step": {"expected": 4.0, "tolerance": 0},
-        }
-    }
-
-
-def test_update_refuses_when_a_metric_is_missing(tmp_path: Path) -> None:
-    (tmp_path / "m.json").write_text(json.dumps({"test": {}}))
-    expectations = {"m.json": {"test.acc": {"expected": 0.5, "tolerance": 0.02}}}
-    with pytest.raises(StudyError, match=r"metrics missing: m\.json: test\.acc"):
-        reproduce.updated_expectations(expectations, tmp_path)
+def test_seed_makes_a_perturbed_run_that_cannot_update_expectations(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    assert reproduce.main(["digits", "--seed", "3", "--update-expected"]) == 1
+    assert "records the profile's own seed; drop --seed" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -20,7 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from cifar_study.cli import user_errors_exit
-from cifar_study.errors import ConfigError
+from cifar_study.errors import ConfigError, StudyError
+
+# Per metrics file, per dotted metric: {"expected": value, "tolerance": largest |difference|}.
+Expectations = dict[str, dict[str, dict[str, float]]]
 
 
 def lookup(document: Any, dotted: str) -> Any:
@@ -32,7 +35,7 @@ def lookup(document: Any, dotted: str) -> Any:
     return document
 
 
-def check(expectations: dict[str, dict[str, dict[str, float]]], root: Path) -> list[dict]:
+def check(expectations: Expectations, root: Path) -> list[dict]:
     """One row per expected metric: file, metric, expected, got (None if missing), tolerance, ok."""
     rows = []
     for file, metrics in expectations.items():
@@ -84,7 +87,21 @@ def format_table(rows: list[dict]) -> str:
     )
 
 
-def read_expectations(path: Path) -> dict[str, dict[str, dict[str, float]]]:
+def updated_expectations(expectations: Expectations, root: Path) -> Expectations:
+    """`expectations` with every expected value replaced by the one reproduced under `root`."""
+    rows = {(r["file"], r["metric"]): r["got"] for r in check(expectations, root)}
+    missing = [f"{file}: {metric}" for (file, metric), got in rows.items() if got is None]
+    if missing:
+        raise StudyError("cannot update, metrics missing: " + ", ".join(missing))
+    return {
+        file: {
+            metric: {**spec, "expected": rows[(file, metric)]} for metric, spec in metrics.items()
+        }
+        for file, metrics in expectations.items()
+    }
+
+
+def read_expectations(path: Path) -> Expectations:
     """Load an expectations file; ConfigError when it is unreadable or not a non-empty mapping."""
     try:
         expectations = json.loads(path.read_text())
@@ -95,7 +112,7 @@ def read_expectations(path: Path) -> dict[str, dict[str, dict[str, float]]]:
     return expectations
 
 
-def gate(expectations: dict[str, dict[str, dict[str, float]]], root: Path) -> int:
+def gate(expectations: Expectations, root: Path) -> int:
     """Print the table and a verdict; 0 when every metric is within tolerance, else 1."""
     rows = check(expectations, root)
     print(format_table(rows))

@@ -7,7 +7,8 @@ Every stage runs again (`dvc repro --force --no-run-cache` in a new repository w
 cache), so nothing is restored from an earlier run. The metrics are then compared with
 `.ci/expected/<profile>.json` (see `cifar_study.metrics_gate`); drift fails the command.
 `--update-expected` writes the reproduced values into that file instead, keeping its metrics and
-tolerances, for a deliberate update reviewed in `git diff`.
+tolerances, for a deliberate update reviewed in `git diff`. `--seed N` makes a perturbed run (in
+build/reproduce/<profile>-seedN), from which `cifar_study.tolerances` sets the tolerances.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from cifar_study.cli import user_errors_exit
 from cifar_study.demo import DEMO_OVERRIDES
 from cifar_study.errors import ConfigError, StudyError
 from cifar_study.fileio import write_json
-from cifar_study.metrics_gate import check, gate, read_expectations
+from cifar_study.metrics_gate import gate, read_expectations, updated_expectations
 from cifar_study.workspace import PROJECT_ROOT, create_workspace, pipeline_env
 
 EXPECTED_DIR = PROJECT_ROOT / ".ci" / "expected"
@@ -93,22 +93,6 @@ def repro_everything(workspace: Path) -> set[str]:
     return ran
 
 
-def updated_expectations(
-    expectations: Mapping[str, Mapping[str, Mapping[str, float]]], root: Path
-) -> dict[str, dict[str, dict[str, float]]]:
-    """`expectations` with every expected value replaced by the one reproduced under `root`."""
-    rows = {(r["file"], r["metric"]): r["got"] for r in check(expectations, root)}
-    missing = [f"{file}: {metric}" for (file, metric), got in rows.items() if got is None]
-    if missing:
-        raise StudyError("cannot update, metrics missing: " + ", ".join(missing))
-    return {
-        file: {
-            metric: {**spec, "expected": rows[(file, metric)]} for metric, spec in metrics.items()
-        }
-        for file, metrics in expectations.items()
-    }
-
-
 def _dvc(workspace: Path, *args: str) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "dvc", *args],
@@ -127,18 +111,31 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("profile", help="one of: " + ", ".join(sorted(PROFILES)))
     parser.add_argument("--source", type=Path, help="the CIFAR-10 copy (cifar10-* profiles)")
-    parser.add_argument("--dest", type=Path, help="workspace (default build/reproduce/<profile>)")
+    parser.add_argument(
+        "--dest", type=Path, help="workspace (default build/reproduce/<profile>[-seedN])"
+    )
     parser.add_argument("--expected", type=Path, help="default .ci/expected/<profile>.json")
     parser.add_argument(
         "--update-expected",
         action="store_true",
         help="write the reproduced values into the expectations file instead of checking",
     )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        help="run with another seed: a perturbed run, for cifar_study.tolerances",
+    )
     args = parser.parse_args(argv)
     overrides = overrides_for(args.profile, args.source)
+    run_name = args.profile
+    if args.seed is not None:
+        if args.update_expected:
+            raise ConfigError("--update-expected records the profile's own seed; drop --seed")
+        overrides["seed"] = args.seed
+        run_name = f"{args.profile}-seed{args.seed}"
     expected_path = args.expected or EXPECTED_DIR / f"{args.profile}.json"
     expectations = read_expectations(expected_path)  # a bad file fails before hours of training
-    dest = args.dest or PROJECT_ROOT / "build" / "reproduce" / args.profile
+    dest = args.dest or PROJECT_ROOT / "build" / "reproduce" / run_name
 
     start = time.monotonic()
     workspace = create_workspace(dest, overrides)
