@@ -13,7 +13,7 @@ import yaml
 from PIL import Image
 
 from cifar_study.data.prepared import load_prepared
-from cifar_study.workspace import create_workspace
+from cifar_study.workspace import commit_all, create_workspace
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -84,3 +84,12 @@ def test_repro_download_and_prepare(tmp_path: Path, dvc_env: dict[str, str]) -> 
 
     status = dvc(workspace, dvc_env, "status", "download", "prepare")
     assert "up to date" in status
+
+    commit_all(workspace, "baseline")  # what `make demo` does after its run
+    git = ["git", "-C", str(workspace)]
+    assert (
+        subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True).stdout == ""
+    )
+    tracked = subprocess.run([*git, "ls-files"], capture_output=True, text=True).stdout.split()
+    assert "dvc.lock" in tracked
+    assert [path for path in tracked if path.startswith("data/")] == ["data/.gitignore"]  # DVC's

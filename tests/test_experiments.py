@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cifar_study.workspace import create_workspace, pipeline_env
+from cifar_study.workspace import commit_all, create_workspace, pipeline_env
 
 pytestmark = pytest.mark.slow
 
@@ -61,12 +61,7 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     ws = create_workspace(tmp_path_factory.mktemp("exp") / "ws", TINY)
     output = dvc(ws, "repro")
     assert ran(output) == set(STAGES)
-    subprocess.run(["git", "add", "-A"], cwd=ws, check=True)
-    subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "run"],
-        cwd=ws,
-        check=True,
-    )
+    commit_all(ws, "run")
     return ws
 
 

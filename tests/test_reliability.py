@@ -47,7 +47,7 @@ from cifar_study.fileio import atomic_path
 from cifar_study.inference import load_trained
 from cifar_study.stages import download, prepare, train
 from cifar_study.training.checkpoint import load_checkpoint
-from cifar_study.workspace import create_workspace, pipeline_env
+from cifar_study.workspace import commit_all, create_workspace, pipeline_env
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_SPACE = "No space left on device"
@@ -750,21 +750,12 @@ def test_same_seed_twice_with_the_default_precision_gives_identical_results(
 # --------------------------------------------------------------------------- SIGTERM under DVC
 
 
-def git_commit(workspace: Path, message: str) -> None:
-    subprocess.run(["git", "add", "-A"], cwd=workspace, check=True)
-    subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message],
-        cwd=workspace,
-        check=True,
-    )
-
-
 @pytest.mark.slow
 def test_sigterm_under_dvc_repro_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
     overrides = {**TINY, "epochs": 4, "device": "cpu"}
     workspace = create_workspace(tmp_path / "interrupted", overrides)
     dvc(workspace, "repro", "download", "prepare")
-    git_commit(workspace, "data")
+    commit_all(workspace, "data")
     lock = (workspace / "dvc.lock").read_bytes()
     checkpoint = workspace / "checkpoints" / "resnet" / "last.pt"
 

@@ -42,7 +42,6 @@ def create_workspace(dest: Path, overrides: Mapping[str, Any], root: Path = PROJ
     parse_params(params, source="workspace overrides")  # fail here, not halfway through a run
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     dvc = [sys.executable, "-m", "dvc"]
-    commit = ["git", "-c", "user.name=cifar-study", "-c", "user.email=cifar-study@localhost"]
     for command in (
         ["git", "init", "-q"],
         [*dvc, "init", "-q"],
@@ -51,11 +50,17 @@ def create_workspace(dest: Path, overrides: Mapping[str, Any], root: Path = PROJ
         [*dvc, "config", "core.analytics", "false"],
         # Stage what DVC writes (dvc.lock, .gitignore entries), as a scratch repo wants.
         [*dvc, "config", "core.autostage", "true"],
-        ["git", "add", "-A"],
-        [*commit, "commit", "-qm", "workspace"],
     ):
         subprocess.run(command, cwd=dest, check=True, env=pipeline_env())
+    commit_all(dest, "workspace")
     return dest
+
+
+def commit_all(workspace: Path, message: str) -> None:
+    """Commit everything git does not ignore: a baseline for `dvc exp` and `dvc metrics diff`."""
+    subprocess.run(["git", "add", "-A"], cwd=workspace, check=True)
+    author = ["-c", "user.name=cifar-study", "-c", "user.email=cifar-study@localhost"]
+    subprocess.run(["git", *author, "commit", "-qm", message], cwd=workspace, check=True)
 
 
 def pipeline_env() -> dict[str, str]:
