@@ -49,11 +49,26 @@ def test_missing_metric_or_file_fails(tmp_path: Path, capsys: pytest.CaptureFixt
     assert out.count("DRIFT") == 2 and "2 of 2 metrics missing" in out
 
 
-def test_bad_expectations_are_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[]", "expected a non-empty mapping of metrics files"),
+        ('{"m.json": {}}', "m.json: expected a non-empty mapping of metrics"),
+        ('{"m.json": 5}', "m.json: expected a non-empty mapping of metrics"),
+        ('{"m.json": {"acc": {"expected": 0.8}}}', "m.json: acc: expected {'expected'"),
+        ('{"m.json": {"acc": {"expected": "0.8", "tolerance": 0}}}', "'0.8' is not a finite"),
+        ('{"m.json": {"acc": {"expected": 0.8, "tolerance": Infinity}}}', "inf is not a finite"),
+        ('{"m.json": {"acc": {"expected": 0.8, "tolerance": -0.1}}}', "must be >= 0"),
+        ("{not json", "cannot read expectations"),
+    ],
+)
+def test_bad_expectations_are_a_clear_error(
+    text: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"m.json": {"acc": {"expected": 0.8}}}))
+    bad.write_text(text)
     assert metrics_gate.main(["--expected", str(bad), "--root", str(tmp_path)]) == 1
-    assert "needs numeric 'expected' and 'tolerance'" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
 
 
 def test_update_keeps_metrics_and_tolerances_and_replaces_values(tmp_path: Path) -> None:
@@ -77,3 +92,21 @@ def test_update_refuses_when_a_metric_is_missing(tmp_path: Path) -> None:
     expectations = {"m.json": {"test.acc": {"expected": 0.5, "tolerance": 0.02}}}
     with pytest.raises(StudyError, match=r"metrics missing: m\.json: test\.acc"):
         metrics_gate.updated_expectations(expectations, tmp_path)
+
+
+@pytest.mark.parametrize(("which", "acc"), [("expected", 0.80), ("got", 0.805)])
+def test_write_renders_the_gated_metrics_alone_as_metrics_files(
+    which: str, acc: float, tmp_path: Path
+) -> None:
+    expected = write(tmp_path, 0.805)  # the reproduction under tmp_path holds test.acc 0.805
+    out = tmp_path / "out"
+    args = ["--expected", str(expected), "--root", str(tmp_path), "--write", which]
+    assert metrics_gate.main([*args, "--out", str(out)]) == 0
+    written = json.loads((out / "metrics/eval/resnet/metrics.json").read_text())
+    assert written == {"test": {"acc": acc}, "parameters": 2797610}
+
+
+def test_write_needs_out(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    expected = write(tmp_path, 0.8)
+    assert metrics_gate.main(["--expected", str(expected), "--write", "got"]) == 1
+    assert "--write and --out go together" in capsys.readouterr().err

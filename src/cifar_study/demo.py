@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cifar_study.cli import user_errors_exit
 from cifar_study.workspace import PROJECT_ROOT, commit_all, create_workspace, pipeline_env
 
 # Small enough to finish in minutes on two CPU cores, with no network. The ResNet is the study's
@@ -34,6 +35,7 @@ DEMO_OVERRIDES = {
 }
 
 
+@user_errors_exit
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(

@@ -1,6 +1,7 @@
 """Compare reproduced metrics with committed expectations, each with its own tolerance.
 
-    python -m cifar_study.metrics_gate --expected ci/expected/digits.json --root build/ci
+    python -m cifar_study.metrics_gate --expected .ci/expected/digits.json \\
+        --root build/reproduce/digits
 
 `dvc metrics diff` shows changes but has no tolerance, so it cannot gate CI. The expectations
 file names, per metrics file, each metric (dotted path into the JSON) with its expected value
@@ -21,6 +22,7 @@ from typing import Any
 
 from cifar_study.cli import user_errors_exit
 from cifar_study.errors import ConfigError, StudyError
+from cifar_study.fileio import write_json
 
 # Per metrics file, per dotted metric: {"expected": value, "tolerance": largest |difference|}.
 Expectations = dict[str, dict[str, dict[str, float]]]
@@ -44,12 +46,7 @@ def check(expectations: Expectations, root: Path) -> list[dict]:
         except (FileNotFoundError, json.JSONDecodeError):
             document = None
         for name, spec in metrics.items():
-            try:
-                expected, tolerance = float(spec["expected"]), float(spec["tolerance"])
-            except (KeyError, TypeError, ValueError):
-                raise ConfigError(
-                    f"{file}: {name}: needs numeric 'expected' and 'tolerance', got {spec!r}"
-                ) from None
+            expected, tolerance = spec["expected"], spec["tolerance"]
             try:
                 got = float(lookup(document, name))
             except (KeyError, TypeError, ValueError):
@@ -101,6 +98,20 @@ def updated_expectations(expectations: Expectations, root: Path) -> Expectations
     }
 
 
+def expected_documents(expectations: Expectations) -> dict[str, dict[str, Any]]:
+    """Per metrics file, the JSON the expected values make ("a.b": 1 nests as {"a": {"b": 1}})."""
+    documents: dict[str, dict[str, Any]] = {}
+    for file, metrics in expectations.items():
+        document = documents.setdefault(file, {})
+        for name, spec in metrics.items():
+            *parents, last = name.split(".")
+            node = document
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[last] = spec["expected"]
+    return documents
+
+
 def read_expectations(path: Path) -> Expectations:
     """Load an expectations file; ConfigError when it is unreadable or not a non-empty mapping."""
     try:
@@ -109,7 +120,30 @@ def read_expectations(path: Path) -> Expectations:
         raise ConfigError(f"cannot read expectations {path}: {exc}") from None
     if not isinstance(expectations, dict) or not expectations:
         raise ConfigError(f"{path}: expected a non-empty mapping of metrics files")
+    for file, metrics in expectations.items():
+        if not isinstance(metrics, dict) or not metrics:
+            raise ConfigError(f"{path}: {file}: expected a non-empty mapping of metrics")
+        for name, spec in metrics.items():
+            metrics[name] = _valid_spec(spec, f"{path}: {file}: {name}")
     return expectations
+
+
+def _valid_spec(spec: Any, where: str) -> dict[str, float]:
+    """{"expected": finite number, "tolerance": finite number >= 0}, as floats."""
+    if not isinstance(spec, dict) or set(spec) != {"expected", "tolerance"}:
+        raise ConfigError(f"{where}: expected {{'expected': ..., 'tolerance': ...}}, got {spec!r}")
+    values = {}
+    for key, value in spec.items():
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+        ):
+            raise ConfigError(f"{where}: {key} = {value!r} is not a finite number")
+        values[key] = float(value)
+    if values["tolerance"] < 0:
+        raise ConfigError(f"{where}: tolerance = {values['tolerance']} must be >= 0")
+    return values
 
 
 def gate(expectations: Expectations, root: Path) -> int:
@@ -129,8 +163,24 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--expected", type=Path, required=True, help="expectations JSON")
     parser.add_argument("--root", type=Path, default=Path("."), help="project the files are in")
+    parser.add_argument(
+        "--write",
+        choices=["expected", "got"],
+        help="instead of checking, write the gated metrics alone, their expected values or those"
+        " found under --root, as metrics files under --out (for `dvc metrics diff`)",
+    )
+    parser.add_argument("--out", type=Path, help="where --write writes")
     args = parser.parse_args(argv)
-    return gate(read_expectations(args.expected), args.root)
+    if (args.write is None) != (args.out is None):
+        raise ConfigError("--write and --out go together")
+    expectations = read_expectations(args.expected)
+    if args.write is None:
+        return gate(expectations, args.root)
+    if args.write == "got":
+        expectations = updated_expectations(expectations, args.root)
+    for file, document in expected_documents(expectations).items():
+        write_json(args.out / file, document)
+    return 0
 
 
 if __name__ == "__main__":

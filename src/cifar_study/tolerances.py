@@ -1,7 +1,7 @@
 """Set every tolerance of an expectations file from runs that should agree with the recorded one.
 
     python -m cifar_study.tolerances .ci/expected/digits.json build/reproduce/digits \\
-        build/perturb/seed1 build/perturb/threads1 [--factor 2]
+        build/reproduce/digits-seed1 build/reproduce/digits-threads1 [--factor 2]
 
 Another machine runs the same seed with other kernels and another summation order; on a CPU
 that moves the metrics about as far as a change of seed does. So the perturbed runs are the

@@ -17,17 +17,20 @@ from typing import Any
 import yaml
 
 from cifar_study.config import parse_params
+from cifar_study.errors import ConfigError, StudyError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # What a pipeline run needs: the pipeline, its params, and the code its stages depend on.
 PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "src")
+# Written into every workspace: only folders carrying it are ever deleted to be re-created.
+MARKER = ".cifar-study-workspace"
 
 
 def create_workspace(dest: Path, overrides: Mapping[str, Any], root: Path = PROJECT_ROOT) -> Path:
     """Copy the project into `dest` (replaced), apply dotted-key overrides, git-commit, init DVC."""
-    if dest.exists():
-        shutil.rmtree(dest)
+    clear_workspace(dest)
     dest.mkdir(parents=True)
+    (dest / MARKER).touch()
     for name in PROJECT_FILES:
         source = root / name
         if source.is_dir():
@@ -51,16 +54,37 @@ def create_workspace(dest: Path, overrides: Mapping[str, Any], root: Path = PROJ
         # Stage what DVC writes (dvc.lock, .gitignore entries), as a scratch repo wants.
         [*dvc, "config", "core.autostage", "true"],
     ):
-        subprocess.run(command, cwd=dest, check=True, env=pipeline_env())
+        _run(command, dest)
     commit_all(dest, "workspace")
     return dest
 
 
+def clear_workspace(dest: Path) -> None:
+    """Delete `dest` if it is a workspace made here; refuse any other non-empty path."""
+    if not dest.exists():
+        return
+    if dest.is_dir() and not (dest / MARKER).exists() and any(dest.iterdir()):
+        raise ConfigError(
+            f"{dest} exists and is not a workspace made by this project; refusing to replace it"
+            " (give a new or empty folder)"
+        )
+    if not dest.is_dir():
+        raise ConfigError(f"{dest} is a file; give a new or empty folder")
+    shutil.rmtree(dest)
+
+
 def commit_all(workspace: Path, message: str) -> None:
     """Commit everything git does not ignore: a baseline for `dvc exp` and `dvc metrics diff`."""
-    subprocess.run(["git", "add", "-A"], cwd=workspace, check=True)
+    _run(["git", "add", "-A"], workspace)
     author = ["-c", "user.name=cifar-study", "-c", "user.email=cifar-study@localhost"]
-    subprocess.run(["git", *author, "commit", "-qm", message], cwd=workspace, check=True)
+    _run(["git", *author, "commit", "-qm", message], workspace)
+
+
+def _run(command: list[str], cwd: Path) -> None:
+    done = subprocess.run(command, cwd=cwd, env=pipeline_env(), capture_output=True, text=True)
+    if done.returncode != 0:
+        output = (done.stderr or done.stdout).strip()
+        raise StudyError(f"`{' '.join(command)}` failed in {cwd}: {output}")
 
 
 def pipeline_env() -> dict[str, str]:
