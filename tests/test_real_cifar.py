@@ -1,8 +1,9 @@
-"""The data stages on a real copy of CIFAR-10, when one sits beside the project (slow)."""
+"""The data stages on a real copy of CIFAR-10, when there is one (slow)."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,12 +12,16 @@ import pytest
 
 from cifar_study.workspace import PROJECT_ROOT, create_workspace, pipeline_env
 
-REAL_COPY = PROJECT_ROOT.parent / "shared" / "datasets" / "cifar10-images.tar.gz"
+# Where .ci/reproduce looks too: $CIFAR10_SOURCE, else beside the project.
+REAL_COPY = Path(
+    os.environ.get("CIFAR10_SOURCE")
+    or PROJECT_ROOT.parent / "shared" / "datasets" / "cifar10-images.tar.gz"
+).resolve()
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not REAL_COPY.is_file(), reason=f"no real CIFAR-10 copy at {REAL_COPY}"),
+    pytest.mark.skipif(not REAL_COPY.exists(), reason=f"no real CIFAR-10 copy at {REAL_COPY}"),
 ]
 
 
