@@ -26,7 +26,7 @@ from cifar_study.demo import DEMO_OVERRIDES
 from cifar_study.errors import ConfigError, StudyError
 from cifar_study.fileio import write_json
 from cifar_study.metrics_gate import gate, read_expectations, updated_expectations
-from cifar_study.workspace import PROJECT_ROOT, create_workspace, pipeline_env
+from cifar_study.workspace import PROJECT_ROOT, create_workspace, pipeline_env, run_checked
 
 EXPECTED_DIR = PROJECT_ROOT / ".ci" / "expected"
 
@@ -71,7 +71,7 @@ def overrides_for(profile: str, source: Path | None) -> dict[str, Any]:
 
 def stages_of(workspace: Path) -> set[str]:
     """Every stage of the workspace's pipeline, `foreach` items expanded (e.g. train@resnet)."""
-    listed = _dvc(workspace, "stage", "list", "--name-only")
+    listed = run_checked([sys.executable, "-m", "dvc", "stage", "list", "--name-only"], workspace)
     return set(listed.split())
 
 
@@ -93,19 +93,6 @@ def repro_everything(workspace: Path) -> set[str]:
     if process.wait() != 0:
         raise StudyError(f"dvc repro failed (exit {process.returncode}): see its output above")
     return ran
-
-
-def _dvc(workspace: Path, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "dvc", *args],
-        cwd=workspace,
-        env=pipeline_env(),
-        capture_output=True,
-        text=True,
-    )
-    if done.returncode != 0:
-        raise StudyError(f"dvc {' '.join(args)} failed: {done.stderr.strip()}")
-    return done.stdout
 
 
 @user_errors_exit

@@ -54,7 +54,7 @@ def create_workspace(dest: Path, overrides: Mapping[str, Any], root: Path = PROJ
         # Stage what DVC writes (dvc.lock, .gitignore entries), as a scratch repo wants.
         [*dvc, "config", "core.autostage", "true"],
     ):
-        _run(command, dest)
+        run_checked(command, dest)
     commit_all(dest, "workspace")
     return dest
 
@@ -63,28 +63,30 @@ def clear_workspace(dest: Path) -> None:
     """Delete `dest` if it is a workspace made here; refuse any other non-empty path."""
     if not dest.exists():
         return
-    if dest.is_dir() and not (dest / MARKER).exists() and any(dest.iterdir()):
+    if not dest.is_dir():
+        raise ConfigError(f"{dest} is a file; give a new or empty folder")
+    if not (dest / MARKER).exists() and any(dest.iterdir()):
         raise ConfigError(
             f"{dest} exists and is not a workspace made by this project; refusing to replace it"
             " (give a new or empty folder)"
         )
-    if not dest.is_dir():
-        raise ConfigError(f"{dest} is a file; give a new or empty folder")
     shutil.rmtree(dest)
 
 
 def commit_all(workspace: Path, message: str) -> None:
     """Commit everything git does not ignore: a baseline for `dvc exp` and `dvc metrics diff`."""
-    _run(["git", "add", "-A"], workspace)
+    run_checked(["git", "add", "-A"], workspace)
     author = ["-c", "user.name=cifar-study", "-c", "user.email=cifar-study@localhost"]
-    _run(["git", *author, "commit", "-qm", message], workspace)
+    run_checked(["git", *author, "commit", "-qm", message], workspace)
 
 
-def _run(command: list[str], cwd: Path) -> None:
+def run_checked(command: list[str], cwd: Path) -> str:
+    """Run `command` in the pipeline's environment; its stdout, or a StudyError with its stderr."""
     done = subprocess.run(command, cwd=cwd, env=pipeline_env(), capture_output=True, text=True)
     if done.returncode != 0:
         output = (done.stderr or done.stdout).strip()
         raise StudyError(f"`{' '.join(command)}` failed in {cwd}: {output}")
+    return done.stdout
 
 
 def pipeline_env() -> dict[str, str]:
