@@ -43,7 +43,7 @@ DATA_KEYS = ", ".join(sorted(f.name for f in dataclasses.fields(DataConfig)))
 
 
 def test_data_section_keys_are_the_documented_ones() -> None:
-    assert DATA_KEYS == "source, split_seed, val_size"
+    assert DATA_KEYS == "mean, source, split_seed, std, val_size"
 
 
 @pytest.mark.parametrize(
@@ -118,6 +118,16 @@ def test_val_size_out_of_range_is_rejected(val_size: float) -> None:
         ({"data": {"source": "   "}}, "data.source"),
         ({"train_fraction": {"densenet": 0}}, "train_fraction.densenet"),
         ({"train_fraction": {"resnet": 1.5}}, "train_fraction.resnet"),
+        ({"color_jitter": 1.0}, "color_jitter"),
+        ({"color_jitter": -0.1}, "color_jitter"),
+        ({"rotation": -5}, "rotation"),
+        ({"rotation": 181}, "rotation"),
+        ({"random_erasing": 1.5}, "random_erasing"),
+        ({"schedule_per": "batch"}, "schedule_per"),
+        ({"init": "xavier"}, "init"),
+        ({"data": {"mean": [0.5, 0.5], "std": [0.2, 0.2, 0.2]}}, "data.mean"),
+        ({"data": {"mean": [0.5, 0.5, 1.5], "std": [0.2, 0.2, 0.2]}}, "data.mean"),
+        ({"data": {"mean": [0.5, 0.5, 0.5], "std": [0.2, 0.0, 0.2]}}, "data.std"),
     ],
 )
 def test_other_out_of_range_values_are_rejected(raw: dict, key: str) -> None:
@@ -209,6 +219,13 @@ def test_exponent_without_a_dot_is_a_number_but_nan_and_inf_are_not() -> None:
 def test_malformed_device_is_refused(device: str) -> None:
     with pytest.raises(ConfigError, match="auto, cpu, cuda or cuda:N"):
         parse_params({"device": device})
+
+
+def test_normalisation_constants_go_together() -> None:
+    with pytest.raises(ConfigError, match=r"data\.mean and data\.std go together"):
+        parse_params({"data": {"mean": [0.5, 0.5, 0.5]}})
+    data = parse_params({"data": {"mean": [0.5, 0.4, 0.3], "std": [0.2, 0.2, 0.2]}}).data
+    assert data.mean == (0.5, 0.4, 0.3) and data.std == (0.2, 0.2, 0.2)
 
 
 def test_train_fraction_is_per_model() -> None:

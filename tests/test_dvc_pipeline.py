@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from PIL import Image
+from training_helpers import import_every_stage
 
 from cifar_study.data.prepared import load_prepared
 from cifar_study.workspace import commit_all, create_workspace
@@ -32,6 +33,7 @@ def dvc_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     monkeypatch.setenv("PATH", f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}")
     monkeypatch.setenv("DVC_NO_ANALYTICS", "1")
     monkeypatch.setenv("DVC_TEST", "1")
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
     return dict(os.environ)  # create_workspace runs `dvc init` with these too
 
 
@@ -82,6 +84,7 @@ def test_repro_download_and_prepare(tmp_path: Path, dvc_env: dict[str, str]) -> 
     assert "didn't change" in second or "up to date" in second
     assert yaml.safe_load((workspace / "dvc.lock").read_text()) == lock
 
+    import_every_stage(workspace, dvc_env)  # writes __pycache__ beside the stages' deps
     status = dvc(workspace, dvc_env, "status", "download", "prepare")
     assert "up to date" in status
 

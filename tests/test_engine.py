@@ -1,4 +1,4 @@
-"""The training engine: schedules, on-device augmentation, learning, checkpoints, resume, DDP."""
+"""The training engine: schedules, learning, checkpoints, resume, DDP."""
 
 from __future__ import annotations
 
@@ -16,10 +16,9 @@ from training_helpers import EPOCH_METRICS, tiny_params, tiny_prepared
 
 from cifar_study.errors import ConfigError, StudyError
 from cifar_study.models import build_model
-from cifar_study.training import augment
 from cifar_study.training.checkpoint import load_checkpoint, save_checkpoint
 from cifar_study.training.engine import NonFiniteLoss, Trainer, TrainingInterrupted
-from cifar_study.training.optim import lr_factor
+from cifar_study.training.optim import build_scheduler, lr_factor
 from cifar_study.training.runtime import resolve_runtime
 
 CPU = resolve_runtime("cpu", "auto", channels_last=False)
@@ -57,48 +56,37 @@ def test_step_schedule_multiplies_by_gamma_every_step_every_epochs() -> None:
     assert f[29] == 1.0 and f[30] == 0.5 and f[59] == 0.5 and f[60] == 0.25
 
 
-# -- augmentation -----------------------------------------------------------------------------
+def test_per_epoch_cosine_matches_torchs_scheduler_stepped_once_per_epoch() -> None:
+    """The study's CosineAnnealingLR(T_max=epochs), stepped after each epoch, no warm-up."""
+    params = tiny_params(epochs=6, schedule="cosine", warmup_epochs=0, schedule_per="epoch")
+    ours_optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=params.lr)
+    ours = build_scheduler(ours_optimizer, params, steps_per_epoch=4)
+    torch_optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=params.lr)
+    reference = torch.optim.lr_scheduler.CosineAnnealingLR(torch_optimizer, T_max=6)
+    for _epoch in range(6):
+        expected = torch_optimizer.param_groups[0]["lr"]
+        for _step in range(4):
+            assert ours_optimizer.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-12)
+            ours_optimizer.step()
+            ours.step()
+        torch_optimizer.step()
+        reference.step()
 
 
-def test_random_crop_is_a_shifted_window_of_the_zero_padded_image() -> None:
-    torch.manual_seed(0)
-    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8) + 1
-    out = augment.random_crop(x, padding=2)
-    padded = nn.functional.pad(x, (2, 2, 2, 2))
-    assert out.shape == x.shape
-    for i in range(2):
-        windows = [padded[i, :, dy : dy + 8, dx : dx + 8] for dy in range(5) for dx in range(5)]
-        assert any(torch.equal(out[i], w) for w in windows)
-
-
-def test_random_flip_mirrors_about_half_the_images() -> None:
-    torch.manual_seed(0)
-    x = torch.rand(400, 3, 4, 4)
-    out = augment.random_flip(x)
-    flipped = [torch.equal(o, xi.flip(2)) for o, xi in zip(out, x, strict=True)]
-    kept = [torch.equal(o, xi) for o, xi in zip(out, x, strict=True)]
-    assert all(f or k for f, k in zip(flipped, kept, strict=True))
-    assert 150 < sum(flipped) < 250
-
-
-def test_cutout_zeroes_at_most_a_square_per_image() -> None:
-    torch.manual_seed(0)
-    x = torch.ones(64, 3, 32, 32)
-    out = augment.cutout(x, size=8)
-    zeros_per_image = (out[:, 0] == 0).sum(dim=(1, 2))
-    assert zeros_per_image.max() == 64 and zeros_per_image.min() > 0
-    assert torch.equal(out[:, 0] == 0, out[:, 2] == 0)  # same square in every channel
-
-
-def test_device_split_normalises_with_the_given_stats() -> None:
-    data = tiny_prepared()
-    split = augment.DeviceSplit(
-        data.splits["train"].images, data.splits["train"].labels, data.mean, data.std, CPU.device
-    )
-    x, y = split.batch(torch.arange(4))
-    raw = torch.from_numpy(data.splits["train"].images[:4]).permute(0, 3, 1, 2).float() / 255
-    assert torch.allclose(x, (raw - 0.4) / 0.3, atol=1e-5)
-    assert y.tolist() == data.splits["train"].labels[:4].tolist()
+def test_per_step_schedule_is_unchanged_by_the_unit_option() -> None:
+    params = tiny_params(epochs=3, warmup_epochs=1)
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=params.lr)
+    scheduler = build_scheduler(optimizer, params, steps_per_epoch=5)
+    seen = []
+    for _ in range(15):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    factors = [
+        lr_factor(s, total_steps=15, warmup_steps=5, steps_per_epoch=5, schedule="onecycle")
+        for s in range(15)
+    ]
+    assert seen == [params.lr * f for f in factors]
 
 
 # -- training ---------------------------------------------------------------------------------
@@ -120,6 +108,32 @@ def test_training_learns_an_easy_task(tmp_path: Path, model: str) -> None:
     assert history[-1]["val/acc"] >= 0.75  # chance is 0.25
     for metrics in history:
         assert set(metrics) == set(EPOCH_METRICS)
+
+
+def test_keeping_the_last_batch_trains_on_every_image(tmp_path: Path) -> None:
+    sizes: dict[bool, list[int]] = {}
+    for drop_last in (False, True):
+        trainer = _trainer(tmp_path / str(drop_last), drop_last=drop_last, batch_size=40, epochs=1)
+        step = trainer._step
+        seen = sizes.setdefault(drop_last, [])
+        trainer._step = lambda x, y, b, step=step, seen=seen: seen.append(len(y)) or step(x, y, b)
+        trainer.fit()
+    assert sizes == {False: [40, 40, 16], True: [40, 40]}  # 96 training images
+
+
+def test_mixup_alpha_is_fixed_within_an_epoch_when_scheduled_per_epoch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trainer = _trainer(tmp_path, mixup_alpha=0.2, schedule_per="epoch", epochs=4)
+    alphas: list[float] = []
+    beta = torch.distributions.Beta
+    monkeypatch.setattr(
+        torch.distributions, "Beta", lambda a, b: alphas.append(float(a)) or beta(a, b)
+    )
+    for epoch, batch in [(0, 0), (0, 3), (1, 0), (1, 5), (3, 2)]:
+        trainer.epoch, trainer.batch = epoch, batch
+        trainer._mixup_lambda()
+    assert alphas == pytest.approx([0.2, 0.2, 0.15, 0.15, 0.05])
 
 
 def test_batch_size_larger_than_the_training_set_is_refused(tmp_path: Path) -> None:

@@ -9,7 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
+from training_helpers import import_every_stage, writing_bytecode
 
+from cifar_study import recipes
+from cifar_study.config import parse_params
 from cifar_study.workspace import commit_all, create_workspace, pipeline_env
 
 pytestmark = pytest.mark.slow
@@ -43,7 +46,7 @@ def dvc(workspace: Path, *args: str, timeout: float = 600) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "dvc", *args],
         cwd=workspace,
-        env={**pipeline_env(), "DVC_NO_ANALYTICS": "1"},
+        env={**writing_bytecode(pipeline_env()), "DVC_NO_ANALYTICS": "1"},
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -71,6 +74,14 @@ def test_repro_records_every_stage_and_a_second_repro_does_nothing(workspace: Pa
         assert f"{stage}:" in lock
     assert ran(dvc(workspace, "repro")) == set()
     assert "up to date" in dvc(workspace, "status")
+
+
+def test_importing_the_package_with_bytecode_on_leaves_the_pipeline_up_to_date(
+    workspace: Path,
+) -> None:
+    import_every_stage(workspace, pipeline_env())
+    assert "up to date" in dvc(workspace, "status")
+    assert ran(dvc(workspace, "repro")) == set()
 
 
 def test_metrics_and_plots_show_both_models(workspace: Path) -> None:
@@ -140,3 +151,31 @@ def test_queued_sweep_and_exp_show(workspace: Path) -> None:
     assert {0.02, 0.1} <= set(lrs)
     table = dvc(workspace, "exp", "show", "--md", "--only-changed")
     assert "test.acc" in table
+
+
+def test_the_study_recipe_queues_an_experiment_with_exactly_its_values(workspace: Path) -> None:
+    """DVC's own parsing of the recipe's `-S` arguments gives the values the recipe resolves to."""
+    done = subprocess.run(
+        [sys.executable, "-m", "cifar_study.recipes", "run", "study", "--", "--queue"],
+        cwd=workspace,
+        env={**writing_bytecode(pipeline_env()), "PYTHONPATH": "src", "DVC_NO_ANALYTICS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    try:
+        shown = json.loads(dvc(workspace, "exp", "show", "--json"))
+        queued = [
+            experiment["revs"][0]
+            for branch in shown
+            for experiment in branch.get("experiments") or []
+            if experiment["name"] == "study"
+        ]
+        assert len(queued) == 1
+        assert "Queued" in dvc(workspace, "queue", "status")
+        in_dvc = parse_params(queued[0]["data"]["params"]["params.yaml"]["data"])
+        recipe = recipes.read_recipe(workspace / "recipes" / "study.yaml")
+        assert in_dvc == recipes.resolve(workspace / "params.yaml", recipe)
+    finally:
+        dvc(workspace, "queue", "remove", "study")

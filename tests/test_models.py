@@ -10,6 +10,7 @@ from torch import nn
 
 from cifar_study.errors import ConfigError
 from cifar_study.models import available_models, build_model, register_model
+from cifar_study.models.init import initialise
 from cifar_study.models.profile import count_parameters, macs_per_image
 
 # The seed study's counts (REFERENCE §1); a new model must add its own.
@@ -137,3 +138,19 @@ def test_macs_grow_with_resnet_width() -> None:
     narrow = build_model("resnet", width=8, blocks=(1, 1))
     wide = build_model("resnet", width=16, blocks=(1, 1))
     assert macs_per_image(wide) > macs_per_image(narrow)
+
+
+@pytest.mark.parametrize("name", available_models())
+def test_init_schemes_he_redraws_convolutions_and_pytorch_keeps_the_defaults(name: str) -> None:
+    torch.manual_seed(0)
+    built = build_model(name, num_classes=10)
+    defaults = {k: v.clone() for k, v in built.state_dict().items()}
+    initialise(built, "pytorch")
+    assert all(torch.equal(v, defaults[k]) for k, v in built.state_dict().items())
+    initialise(built, "he")
+    conv = next(m for m in built.modules() if isinstance(m, nn.Conv2d))
+    fan_out = conv.out_channels * conv.kernel_size[0] * conv.kernel_size[1]
+    # He's fan-out normal init: std sqrt(2 / fan_out); PyTorch's default is ~sqrt(1/3) of it.
+    assert conv.weight.std().item() == pytest.approx((2 / fan_out) ** 0.5, rel=0.15)
+    with pytest.raises(ValueError, match="known: he, pytorch"):
+        initialise(built, "xavier")

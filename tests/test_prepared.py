@@ -327,3 +327,13 @@ def test_train_subset_too_small_to_keep_every_class_names_the_key(
     data = load_prepared(tmp_path / "prepared")
     with pytest.raises(DataError, match=r"train_fraction\.densenet = 0\.01 of 80 training"):
         train_subset(data, 0.01, seed=0, key="train_fraction.densenet")
+
+
+def test_given_normalisation_constants_replace_the_measured_ones(
+    raw: RawDataset, tmp_path: Path
+) -> None:
+    study = ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))
+    summary = prepare(raw, tmp_path / "p", 0.2, 0, normalization=study)
+    assert summary["normalization"] == {"mean": list(study[0]), "std": list(study[1])}
+    loaded = load_prepared(tmp_path / "p")
+    assert (loaded.mean, loaded.std) == study

@@ -38,7 +38,7 @@ from test_fetch import http_error, install
 from test_train_stage import logged_steps, stage_args, write_params
 from training_helpers import EPOCH_METRICS, tiny_raw
 
-from cifar_study import predict
+from cifar_study import inference, predict
 from cifar_study.config import Params
 from cifar_study.data import fetch, sources
 from cifar_study.data.prepared import prepare as prepare_arrays
@@ -487,7 +487,7 @@ def inject_export_failure(monkeypatch: pytest.MonkeyPatch, target: str) -> None:
 
         monkeypatch.setattr(torch, "save", save)
     else:
-        real_write_json = train.write_json
+        real_write_json = inference.write_json
 
         def write_json(path: Path, obj: object) -> None:
             if Path(path).name != "model.json":
@@ -495,7 +495,7 @@ def inject_export_failure(monkeypatch: pytest.MonkeyPatch, target: str) -> None:
             with atomic_path(path) as tmp:  # the real temp-and-rename, failing half-way
                 fill_disk(tmp)
 
-        monkeypatch.setattr(train, "write_json", write_json)
+        monkeypatch.setattr(inference, "write_json", write_json)
 
 
 @pytest.mark.parametrize(

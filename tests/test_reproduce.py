@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from cifar_study import reproduce
-from cifar_study.config import parse_params
+from cifar_study.config import parse_params, set_dotted
 from cifar_study.errors import ConfigError
-from cifar_study.workspace import PROJECT_ROOT, set_dotted
+from cifar_study.workspace import PROJECT_ROOT
 
 DECLARED_METRICS = set(yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["metrics"])
 

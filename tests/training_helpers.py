@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -71,3 +73,22 @@ def tiny_prepared(n_train: int = 24, n_val: int = 4) -> PreparedData:
     return PreparedData(
         CLASSES, (0.4, 0.4, 0.4), (0.3, 0.3, 0.3), {"train": train, "val": val, "test": test}
     )
+
+
+def writing_bytecode(env: dict[str, str]) -> dict[str, str]:
+    """`env` with Python's bytecode writing on, as on users' machines: DVC hashes the package
+    folders that stages depend on, so tests of DVC behaviour must see the __pycache__ it makes."""
+    return {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
+def import_every_stage(workspace: Path, env: dict[str, str]) -> None:
+    """Import each stage module from `workspace`'s src/ with bytecode writing on."""
+    modules = ["download", "prepare", "train", "evaluate", "compare"]
+    code = "; ".join(f"import cifar_study.stages.{m}" for m in modules)
+    subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=workspace,
+        env={**writing_bytecode(env), "PYTHONPATH": "src"},
+        check=True,
+    )
+    assert list((workspace / "src" / "cifar_study" / "training").glob("__pycache__/*.pyc"))

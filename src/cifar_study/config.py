@@ -28,6 +28,14 @@ def _rule(check: Callable[[Any], bool], allowed: str) -> dict[str, Any]:
     return {"check": check, "allowed": allowed}
 
 
+def _channels(check: Callable[[float], bool], allowed: str) -> dict[str, Any]:
+    """null, or one number per RGB channel, each satisfying `check`."""
+    return _rule(
+        lambda v: v is None or (len(v) == 3 and all(check(x) for x in v)),
+        f"null or a list of 3 numbers, each {allowed}",
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
     """Where the raw data comes from and how the validation split is drawn."""
@@ -45,6 +53,23 @@ class DataConfig:
     split_seed: int = dataclasses.field(
         default=0, metadata=_rule(lambda v: v >= 0, "an integer >= 0")
     )
+    # Per-channel normalisation on the 0..1 scale; null: measured on the train split.
+    mean: tuple[float, ...] | None = dataclasses.field(
+        default=None, metadata=_channels(lambda v: 0 <= v <= 1, "in [0, 1]")
+    )
+    std: tuple[float, ...] | None = dataclasses.field(
+        default=None, metadata=_channels(lambda v: v > 0, "> 0")
+    )
+
+    def __post_init__(self) -> None:
+        if (self.mean is None) != (self.std is None):
+            raise ConfigError("data.mean and data.std go together: set both or neither (null)")
+
+    @property
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        """(mean, std) when params.yaml gives them; None: measure them on the train split."""
+        mean, std = self.mean, self.std
+        return None if mean is None or std is None else (mean, std)
 
     @property
     def is_local_path(self) -> bool:
@@ -74,6 +99,8 @@ def _all_positive(allowed: str) -> dict[str, Any]:
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
+SCHEDULE_UNITS = ("step", "epoch")
+INITS = ("he", "pytorch")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
@@ -142,6 +169,7 @@ class Params:
     step_gamma: float = dataclasses.field(
         default=0.1, metadata=_rule(lambda v: 0 < v <= 1, "a number in (0, 1]")
     )
+    schedule_per: str = dataclasses.field(default="step", metadata=_one_of(*SCHEDULE_UNITS))
     label_smoothing: float = dataclasses.field(default=0.1, metadata=_fraction())
     mixup_alpha: float = dataclasses.field(default=0.0, metadata=_non_negative())
     mixup_decay: bool = True
@@ -150,9 +178,20 @@ class Params:
     )
     crop_padding: int = dataclasses.field(default=4, metadata=_non_negative("an integer"))
     flip: bool = True
-    cutout: int = dataclasses.field(
-        default=0, metadata=_rule(lambda v: 0 <= v <= 32, "an integer in [0, 32] (0: off)")
+    color_jitter: float = dataclasses.field(
+        default=0.0, metadata=_fraction("a number in [0, 1) (0: off)")
     )
+    rotation: float = dataclasses.field(
+        default=0.0, metadata=_rule(lambda v: 0 <= v <= 180, "degrees in [0, 180] (0: off)")
+    )
+    random_erasing: float = dataclasses.field(
+        default=0.0, metadata=_rule(lambda v: 0 <= v <= 1, "a probability in [0, 1] (0: off)")
+    )
+    cutout: int = dataclasses.field(
+        default=8, metadata=_rule(lambda v: 0 <= v <= 32, "an integer in [0, 32] (0: off)")
+    )
+    drop_last: bool = True
+    init: str = dataclasses.field(default="he", metadata=_one_of(*INITS))
     train_fraction: TrainFractions = dataclasses.field(default_factory=TrainFractions)
     eval_batch_size: int = dataclasses.field(default=1024, metadata=_positive("an integer"))
 
@@ -192,6 +231,29 @@ class Params:
         if not dataclasses.is_dataclass(section):
             raise ConfigError(f"params.yaml has no architecture section for model '{model}'")
         return dataclasses.asdict(section)
+
+
+# Seed, recipe and runtime: the top-level keys, shared by every model. `train@<model>` reads all
+# of them (dvc.yaml lists them; tests/test_dvc_yaml.py checks that list against what it reads).
+SHARED_KEYS: tuple[str, ...] = tuple(
+    name
+    for name, kind in typing.get_type_hints(Params).items()
+    if not dataclasses.is_dataclass(kind)
+)
+
+
+def set_dotted(params: dict, key: str, value: Any) -> None:
+    """Set `a.b.c` in a nested dict, as `dvc exp run -S a.b.c=value` does: every key on the
+    way must already exist."""
+    *parents, last = key.split(".")
+    node = params
+    for part in parents:
+        node = node.get(part) if isinstance(node, dict) else None
+        if node is None:
+            break
+    if not isinstance(node, dict) or last not in node:
+        raise ConfigError(f"params.yaml has no key '{key}'")
+    node[last] = value
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

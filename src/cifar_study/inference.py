@@ -1,19 +1,41 @@
-"""Load a trained model from its folder and classify images with it."""
+"""A trained model's folder (`model.pt` + `model.json`): write it, load it, classify with it."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from cifar_study.errors import DataError
+from cifar_study.errors import DataError, StudyError
+from cifar_study.fileio import atomic_dir, write_json
 from cifar_study.models import build_model
 from cifar_study.training.checkpoint import load_checkpoint
 
 IMAGE_SIZE = 32
+
+
+def save_trained(out: Path, state: dict[str, torch.Tensor], description: dict[str, Any]) -> None:
+    """Write `model.pt` (a plain state dict) and `model.json` into `out`, replaced whole.
+
+    Both files or neither: new weights must never sit beside another model's description.
+    """
+    writers = {
+        "model.pt": lambda path: torch.save(state, path),
+        "model.json": lambda path: write_json(path, description),
+    }
+    with atomic_dir(out) as staging:
+        for name, write in writers.items():
+            try:
+                write(staging / name)
+            except (OSError, RuntimeError) as exc:  # torch.save reports short writes as Runtime
+                reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+                raise StudyError(
+                    f"could not write {out / name}: {reason}; the previous {out} is kept"
+                ) from None
 
 
 def load_trained(model_dir: Path) -> tuple[torch.nn.Module, dict]:

@@ -16,12 +16,12 @@ from typing import Any
 
 import yaml
 
-from cifar_study.config import parse_params
+from cifar_study.config import parse_params, set_dotted
 from cifar_study.errors import ConfigError, StudyError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # What a pipeline run needs: the pipeline, its params, and the code its stages depend on.
-PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvcignore", ".gitignore", "src")
+PROJECT_FILES = ("dvc.yaml", "params.yaml", "recipes", ".dvcignore", ".gitignore", "src")
 # Written into every workspace: only folders carrying it are ever deleted to be re-created.
 MARKER = ".cifar-study-workspace"
 
@@ -94,14 +94,3 @@ def pipeline_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     return env
-
-
-def set_dotted(params: dict, key: str, value: Any) -> None:
-    """Set `a.b.c` in a nested dict; every key on the way must already exist, as with `-S`."""
-    *parents, last = key.split(".")
-    node = params
-    for part in parents:
-        node = node[part]
-    if last not in node:
-        raise KeyError(f"params.yaml has no key '{key}'")
-    node[last] = value

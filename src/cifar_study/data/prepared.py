@@ -112,15 +112,24 @@ def find_duplicates(train: np.ndarray, test: np.ndarray) -> list[tuple[int, int]
     return pairs
 
 
-def prepare(raw: RawDataset, out_dir: Path, val_size: float, seed: int) -> dict:
-    """Split, measure and save `raw` into `out_dir` (replaced whole); return the summary."""
+def prepare(
+    raw: RawDataset,
+    out_dir: Path,
+    val_size: float,
+    seed: int,
+    normalization: tuple[tuple[float, ...], tuple[float, ...]] | None = None,
+) -> dict:
+    """Split, measure and save `raw` into `out_dir` (replaced whole); return the summary.
+
+    `normalization` (mean, std per channel, 0..1 scale) replaces the train split's own
+    statistics, e.g. with the constants a published recipe used."""
     train_idx, val_idx = split_indices(raw.train_labels, val_size, seed)
     splits = {
         "train": Split(raw.train_images[train_idx], raw.train_labels[train_idx]),
         "val": Split(raw.train_images[val_idx], raw.train_labels[val_idx]),
         "test": Split(raw.test_images, raw.test_labels),
     }
-    mean, std = channel_stats(splits["train"].images)
+    mean, std = normalization or channel_stats(splits["train"].images)
     # Duplicates are looked up in the whole official training set, then placed in train or val.
     in_val = np.zeros(len(raw.train_labels), dtype=bool)
     in_val[val_idx] = True

@@ -10,7 +10,6 @@ import torch
 from torch import nn
 
 from cifar_study.models import register_model
-from cifar_study.models.init import he_init
 
 
 class Bottleneck(nn.Module):
@@ -91,8 +90,6 @@ class DenseNet(nn.Module):
         self.features = nn.Sequential(*layers)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(channels, num_classes)
-
-        he_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)  # (N, C, 32 / 2**(B-1), same)

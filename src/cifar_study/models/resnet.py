@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from cifar_study.models import register_model
-from cifar_study.models.init import he_init
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -81,8 +80,6 @@ class ResNet(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(in_channels, num_classes)
-
-        he_init(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stages(self.stem(x))  # (N, width * 2**(S-1), 32 / 2**(S-1), same)

@@ -20,6 +20,7 @@ from sklearn.metrics import confusion_matrix
 from cifar_study.cli import user_errors_exit
 from cifar_study.config import load_params
 from cifar_study.data.prepared import load_prepared
+from cifar_study.errors import DataError
 from cifar_study.evaluation import figures
 from cifar_study.evaluation.metrics import (
     inference_speed,
@@ -50,6 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     model = model.to(runtime.device, memory_format=memory_format)
     data = load_prepared(args.data)
     classes = data.classes
+    if list(info["classes"]) != list(classes):
+        raise DataError(
+            f"{args.model_dir} was trained on classes {info['classes']}, but {args.data} has "
+            f"{list(classes)}: evaluate it on the data it was trained for"
+        )
     test = data.splits["test"]
     split = DeviceSplit(test.images, test.labels, data.mean, data.std, runtime.device)
 

@@ -30,7 +30,13 @@ def main(argv: list[str] | None = None) -> int:
     # Render the grid first and rename it last: a failure anywhere leaves both outputs as they were.
     with atomic_path(args.samples) as samples:
         save_sample_grid(raw.train_images, raw.train_labels, raw.classes, samples)
-        summary = prepare(raw, args.out, params.data.val_size, params.data.split_seed)
+        summary = prepare(
+            raw,
+            args.out,
+            params.data.val_size,
+            params.data.split_seed,
+            normalization=params.data.normalization,
+        )
     counts = ", ".join(f"{name} {c['total']}" for name, c in summary["counts"].items())
     print(
         f"{args.out}: {len(raw.classes)} classes; {counts}; "

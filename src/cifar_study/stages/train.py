@@ -22,44 +22,15 @@ import torch
 from dvclive import Live
 
 from cifar_study.cli import user_errors_exit
-from cifar_study.config import Params, load_params
+from cifar_study.config import SHARED_KEYS, Params, load_params
 from cifar_study.data.prepared import load_prepared, read_summary, train_subset
-from cifar_study.errors import ConfigError, StudyError
-from cifar_study.fileio import atomic_dir, write_json
+from cifar_study.errors import ConfigError
+from cifar_study.inference import save_trained
 from cifar_study.models import build_model, check_model_name
+from cifar_study.models.init import initialise
 from cifar_study.models.profile import count_parameters, macs_per_image
 from cifar_study.training.engine import StopSignal, Trainer, TrainingInterrupted
 from cifar_study.training.runtime import Runtime, process_group, resolve_runtime
-
-# The keys of params.yaml this stage reads besides train_fraction.<model> and the model's own
-# section (dvc.yaml lists them all).
-RECIPE_KEYS = (
-    "seed",
-    "epochs",
-    "batch_size",
-    "optimizer",
-    "lr",
-    "momentum",
-    "nesterov",
-    "weight_decay",
-    "schedule",
-    "warmup_epochs",
-    "step_every",
-    "step_gamma",
-    "label_smoothing",
-    "mixup_alpha",
-    "mixup_decay",
-    "ema_decay",
-    "crop_padding",
-    "flip",
-    "cutout",
-    "eval_batch_size",
-    "device",
-    "precision",
-    "channels_last",
-    "compile",
-    "deterministic",
-)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -85,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         model = build_model(args.model, num_classes=len(classes), **architecture)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"params.yaml section '{args.model}': {exc}") from None
+    initialise(model, params.init)
     size = {"parameters": count_parameters(model), "macs_per_image": macs_per_image(model)}
     runtime = resolve_runtime(
         params.device, params.precision, params.channels_last, params.compile, params.deterministic
@@ -142,7 +114,7 @@ def fingerprint(model: str, params: Params, data_dir: Path, runtime: Runtime) ->
 def recipe_of(params: Params, model: str) -> dict[str, Any]:
     """The training recipe `model` is trained with: the shared keys and its train fraction."""
     return {
-        **{key: getattr(params, key) for key in RECIPE_KEYS},
+        **{key: getattr(params, key) for key in SHARED_KEYS},
         "train_fraction": params.train_fraction_of(model),
     }
 
@@ -202,10 +174,7 @@ def export(
     size: dict[str, int],
     out: Path,
 ) -> None:
-    """Write `model.pt` (a plain state dict) and `model.json` (what evaluation needs).
-
-    Both files or neither: new weights must never sit beside another run's description.
-    """
+    """Write `model.pt` (a plain state dict) and `model.json` (what evaluation needs)."""
     state = {k: v.detach().cpu().contiguous() for k, v in trainer.eval_model.state_dict().items()}
     runtime: Runtime = trainer.runtime
     description = {
@@ -228,19 +197,7 @@ def export(
         },
         "params": recipe_of(trainer.params, model_name),
     }
-    writers = {
-        "model.pt": lambda path: torch.save(state, path),
-        "model.json": lambda path: write_json(path, description),
-    }
-    with atomic_dir(out) as staging:
-        for name, write in writers.items():
-            try:
-                write(staging / name)
-            except (OSError, RuntimeError) as exc:  # torch.save reports short writes as Runtime
-                reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
-                raise StudyError(
-                    f"could not write {out / name}: {reason}; the previous {out} is kept"
-                ) from None
+    save_trained(out, state, description)
 
 
 if __name__ == "__main__":

@@ -126,14 +126,27 @@ class Trainer:
                 f"batch_size = {params.batch_size} must be divisible by the number of "
                 f"processes ({runtime.world_size})"
             )
-        # Incomplete batches are dropped so that every step (and every rank's shard) is full.
-        self.steps_per_epoch = len(self.train_split) // params.batch_size
+        if not params.drop_last and runtime.distributed:
+            # A short last batch cannot be split into equal shards, one per process.
+            raise ConfigError("drop_last: false needs a single process; set drop_last: true")
+        self.steps_per_epoch = (
+            len(self.train_split) // params.batch_size
+            if params.drop_last
+            else math.ceil(len(self.train_split) / params.batch_size)
+        )
         if self.steps_per_epoch == 0:
             raise ConfigError(
                 f"batch_size = {params.batch_size} is larger than the training set "
-                f"({len(self.train_split)} images); lower batch_size"
+                f"({len(self.train_split)} images); lower batch_size or set drop_last: false"
             )
-        self.augmentation = Augmentation(params.crop_padding, params.flip, params.cutout)
+        self.augmentation = Augmentation(
+            crop_padding=params.crop_padding,
+            flip=params.flip,
+            color_jitter=params.color_jitter,
+            rotation=params.rotation,
+            erasing=params.random_erasing,
+            cutout=params.cutout,
+        )
 
         if runtime.distributed and device.type == "cuda":
             # Batch statistics over the global batch, as on one device with the full batch.
@@ -355,13 +368,17 @@ class Trainer:
     def _mixup_lambda(self) -> float | None:
         """Mixup's mixing weight for this step (Zhang et al., 2018), or None when off.
 
-        As in the study, alpha can decay linearly to zero over the run.
+        As in the study, alpha can decay linearly to zero over the run, after every step or
+        (`schedule_per: epoch`, the study's way) once per epoch.
         """
         alpha = self.params.mixup_alpha
         if self.params.mixup_decay:
-            done = (self.epoch * self.steps_per_epoch + self.batch) / (
-                self.params.epochs * self.steps_per_epoch
-            )
+            if self.params.schedule_per == "epoch":
+                done = self.epoch / self.params.epochs
+            else:
+                done = (self.epoch * self.steps_per_epoch + self.batch) / (
+                    self.params.epochs * self.steps_per_epoch
+                )
             alpha *= 1.0 - done
         if alpha <= 0:
             return None

@@ -58,14 +58,17 @@ def lr_factor(
 def build_scheduler(
     optimizer: torch.optim.Optimizer, params: Params, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-step scheduler for `lr_factor`, sized to the whole run."""
+    """A scheduler for `lr_factor`, sized to the whole run and stepped after every optimizer
+    step. With `schedule_per: epoch` the lr changes only at epoch boundaries (as torch's
+    schedulers stepped once per epoch do, e.g. the study's CosineAnnealingLR(T_max=epochs))."""
+    unit = steps_per_epoch if params.schedule_per == "epoch" else 1
     factor = functools.partial(
         lr_factor,
-        total_steps=params.epochs * steps_per_epoch,
-        warmup_steps=round(params.warmup_epochs * steps_per_epoch),
-        steps_per_epoch=steps_per_epoch,
+        total_steps=params.epochs * steps_per_epoch // unit,
+        warmup_steps=round(params.warmup_epochs * steps_per_epoch / unit),
+        steps_per_epoch=steps_per_epoch // unit,
         schedule=params.schedule,
         step_every=params.step_every,
         step_gamma=params.step_gamma,
     )
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: factor(step // unit))

@@ -1,0 +1,100 @@
+"""Named recipes: the study's resolves to exactly what its code did, and bad recipes are refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cifar_study import recipes
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Read from the study's train.py (see ../shared facts in docs/study-recipe.md).
+STUDY = {
+    "seed": 42,
+    "epochs": 300,
+    "batch_size": 128,
+    "drop_last": False,
+    "optimizer": "sgd",
+    "lr": 0.1,
+    "momentum": 0.9,
+    "nesterov": True,
+    "weight_decay": 5e-4,
+    "schedule": "cosine",
+    "schedule_per": "epoch",
+    "warmup_epochs": 0.0,
+    "mixup_alpha": 0.2,
+    "mixup_decay": True,
+    "ema_decay": 0.0,
+    "crop_padding": 4,
+    "flip": True,
+    "color_jitter": 0.2,
+    "rotation": 15.0,
+    "random_erasing": 0.2,
+    "cutout": 0,
+    "init": "pytorch",
+    "precision": "fp32",
+}
+
+
+def test_the_study_recipe_resolves_to_the_studys_values() -> None:
+    params = recipes.resolve(ROOT / "params.yaml", recipes.read_recipe(ROOT / "recipes/study.yaml"))
+    for key, value in STUDY.items():
+        assert getattr(params, key) == value, key
+    # 0.1/9 on each wrong class and 0.9 on the right one: torch's label_smoothing = 1/9.
+    assert params.label_smoothing == pytest.approx(1 / 9, abs=1e-15)
+    assert params.resnet.dropout == 0.2
+    assert params.resnet.width == 32 and params.resnet.blocks == (2, 2, 2, 2)
+    assert params.data.val_size == 0
+    assert params.data.mean == (0.4914, 0.4822, 0.4465)
+    assert params.data.std == (0.2470, 0.2435, 0.2616)
+
+
+def test_every_set_argument_reads_back_as_the_recipes_value() -> None:
+    recipe = recipes.read_recipe(ROOT / "recipes/study.yaml")
+    arguments = recipes.set_arguments(recipe)
+    assert arguments[::2] == ["-S"] * len(recipe)
+    for argument, (key, value) in zip(arguments[1::2], recipe.items(), strict=True):
+        name, text = argument.split("=", 1)
+        assert name == key and yaml.safe_load(text) == value
+
+
+def test_show_prints_one_dvc_exp_run_line(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [
+        "show",
+        "study",
+        "--recipes",
+        str(ROOT / "recipes"),
+        "--params",
+        str(ROOT / "params.yaml"),
+    ]
+    assert recipes.main([*argv, "--", "--queue"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("dvc exp run -n study -S seed=42 ")
+    assert line.endswith(" --queue") and "-S init=pytorch" in line
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("lr: -1\n", "lr = -1 is not allowed"),
+        ("lrr: 0.1\n", "params.yaml has no key 'lrr'"),
+        ("resnet.depth: 3\n", "params.yaml has no key 'resnet.depth'"),
+        ("[1, 2]\n", "must map params.yaml keys to values"),
+        ("lr: [0.1\n", "cannot read recipe"),
+    ],
+)
+def test_a_bad_recipe_is_refused_with_the_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], body: str, message: str
+) -> None:
+    (tmp_path / "bad.yaml").write_text(body)
+    argv = ["run", str(tmp_path / "bad.yaml"), "--params", str(ROOT / "params.yaml")]
+    assert recipes.main(argv) == 1
+    assert message in capsys.readouterr().err
+
+
+def test_an_unknown_recipe_lists_the_known_ones(capsys: pytest.CaptureFixture[str]) -> None:
+    assert recipes.main(["show", "nope", "--recipes", str(ROOT / "recipes")]) == 1
+    assert "recipes in" in (err := capsys.readouterr().err) and "study" in err
