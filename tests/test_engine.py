@@ -18,7 +18,7 @@ from cifar_study.errors import ConfigError, StudyError
 from cifar_study.models import build_model
 from cifar_study.training.checkpoint import load_checkpoint, save_checkpoint
 from cifar_study.training.engine import NonFiniteLoss, Trainer, TrainingInterrupted
-from cifar_study.training.optim import build_scheduler, lr_factor
+from cifar_study.training.optim import build_optimizer, build_scheduler, lr_factor
 from cifar_study.training.runtime import resolve_runtime
 
 CPU = resolve_runtime("cpu", "auto", channels_last=False)
@@ -87,6 +87,23 @@ def test_per_step_schedule_is_unchanged_by_the_unit_option() -> None:
         for s in range(15)
     ]
     assert seen == [params.lr * f for f in factors]
+
+
+def test_norm_and_bias_parameters_can_be_spared_weight_decay() -> None:
+    model = build_model("resnet", num_classes=4, width=4, blocks=(1, 1))
+    shared = build_optimizer(model, tiny_params())
+    assert len(shared.param_groups) == 1 and shared.param_groups[0]["weight_decay"] == 5e-4
+    split = build_optimizer(model, tiny_params(decay_norm_and_bias=False))
+    decayed, spared = split.param_groups
+    assert decayed["weight_decay"] == 5e-4 and spared["weight_decay"] == 0.0
+    assert all(p.ndim == 4 or p.ndim == 2 for p in decayed["params"])  # conv and linear weights
+    bn = model.stem[1]
+    assert any(p is bn.weight for p in spared["params"]) and any(
+        p is model.fc.bias for p in spared["params"]
+    )
+    assert sum(p.numel() for g in split.param_groups for p in g["params"]) == sum(
+        p.numel() for p in model.parameters()
+    )
 
 
 # -- training ---------------------------------------------------------------------------------

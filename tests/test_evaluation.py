@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from training_helpers import PARAMS_FILE, TINY_RECIPE, tiny_raw
+from training_helpers import PARAMS_FILE, TINY_RECIPE, tiny_prepared, tiny_raw
 
 from cifar_study import predict
 from cifar_study.data.prepared import prepare
 from cifar_study.evaluation import comparison, metrics
 from cifar_study.stages import compare, evaluate, train
+from cifar_study.training.augment import DeviceSplit
+from cifar_study.training.runtime import resolve_runtime
 
 
 def test_ece_is_zero_for_calibrated_and_the_gap_for_overconfident_predictions() -> None:
@@ -36,6 +38,40 @@ def test_per_class_accuracy_and_nll() -> None:
     assert metrics.per_class_accuracy(predicted, labels, 3).tolist() == [0.5, 1.0, 0.0]
     probs = np.full((5, 3), 1 / 3)
     assert metrics.negative_log_likelihood(probs, labels) == pytest.approx(np.log(3))
+
+
+def test_shifts_move_the_image_and_reflect_at_the_border() -> None:
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    down_right, up_left = metrics.shifts(x, 1)
+    assert torch.equal(down_right[0, 0, 1:, 1:], x[0, 0, :3, :3])  # content moved by (+1, +1)
+    assert torch.equal(up_left[0, 0, :3, :3], x[0, 0, 1:, 1:])  # and by (-1, -1)
+    assert torch.equal(down_right[0, 0, 0, 1:], x[0, 0, 1, :3])  # reflected row, not zeros
+
+
+def test_translate_tta_averages_six_views() -> None:
+    """With a model that returns its input's mean as logits, every view can be computed by hand."""
+
+    class MeanLogits(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.stack([x.mean((1, 2, 3)), x[:, :, :, :16].mean((1, 2, 3))], dim=1)
+
+    data = tiny_prepared()
+    split = DeviceSplit(
+        data.splits["val"].images,
+        data.splits["val"].labels,
+        data.mean,
+        data.std,
+        torch.device("cpu"),
+    )
+    runtime = resolve_runtime("cpu", "fp32", channels_last=False)
+    views = metrics.predict_proba(MeanLogits(), split, 5, runtime, translate=2)
+    x, _ = split.batch(torch.arange(len(split)))
+    inputs = [x, *metrics.shifts(x, 2)]
+    expected = sum(MeanLogits()(v).softmax(1) + MeanLogits()(v.flip(3)).softmax(1) for v in inputs)
+    assert set(views) == {"plain", "flip", "flip_translate"}
+    assert np.allclose(views["flip_translate"], (expected / 6).numpy(), atol=1e-6)
+    assert np.allclose(views["plain"], MeanLogits()(x).softmax(1).numpy(), atol=1e-6)
+    assert "flip_translate" not in metrics.predict_proba(MeanLogits(), split, 5, runtime)
 
 
 def test_markdown_report_has_every_model_and_the_gap() -> None:
@@ -136,6 +172,7 @@ def test_evaluate_writes_metrics_and_figures(trained: Path) -> None:
     for model in ("resnet", "densenet"):
         m = json.loads((trained / "metrics/eval" / model / "metrics.json").read_text())
         assert 0 <= m["test"]["acc"] <= 1 and 0 <= m["test"]["acc_flip_tta"] <= 1
+        assert 0 <= m["test"]["acc_flip_translate_tta"] <= 1  # params.yaml: tta_translate 2
         assert set(m["test"]["per_class_acc"]) == {"red", "green", "blue", "grey"}
         assert m["inference"]["images_per_s"] > 0 and m["parameters"] > 0
         confusion = json.loads(

@@ -163,6 +163,7 @@ class Params:
     momentum: float = dataclasses.field(default=0.9, metadata=_fraction())
     nesterov: bool = True
     weight_decay: float = dataclasses.field(default=5e-4, metadata=_non_negative())
+    decay_norm_and_bias: bool = True
     schedule: str = dataclasses.field(default="onecycle", metadata=_one_of(*SCHEDULES))
     warmup_epochs: float = dataclasses.field(default=2.0, metadata=_non_negative())
     step_every: int = dataclasses.field(default=30, metadata=_positive("an integer"))
@@ -194,6 +195,11 @@ class Params:
     init: str = dataclasses.field(default="he", metadata=_one_of(*INITS))
     train_fraction: TrainFractions = dataclasses.field(default_factory=TrainFractions)
     eval_batch_size: int = dataclasses.field(default=1024, metadata=_positive("an integer"))
+    # Read by evaluation only: changing it must not retrain (see SHARED_KEYS).
+    tta_translate: int = dataclasses.field(
+        default=2,
+        metadata={**_rule(lambda v: 0 <= v <= 8, "pixels in [0, 8] (0: off)"), "evaluation": True},
+    )
 
     # Runtime: where and how to compute. None of these changes what is learnt, only how fast.
     device: str = dataclasses.field(
@@ -233,12 +239,14 @@ class Params:
         return dataclasses.asdict(section)
 
 
-# Seed, recipe and runtime: the top-level keys, shared by every model. `train@<model>` reads all
-# of them (dvc.yaml lists them; tests/test_dvc_yaml.py checks that list against what it reads).
+# Seed, recipe and runtime: the top-level keys shared by every model, less the evaluation-only
+# ones. `train@<model>` reads all of them (dvc.yaml lists them; tests/test_dvc_yaml.py checks
+# that list against what the stage reads).
 SHARED_KEYS: tuple[str, ...] = tuple(
-    name
-    for name, kind in typing.get_type_hints(Params).items()
-    if not dataclasses.is_dataclass(kind)
+    field.name
+    for field in dataclasses.fields(Params)
+    if not dataclasses.is_dataclass(typing.get_type_hints(Params)[field.name])
+    and not field.metadata.get("evaluation")
 )
 
 

@@ -38,6 +38,8 @@ def summarise(model_info: dict[str, Any], evaluation: dict[str, Any]) -> dict[st
         ),
         "inference_images_per_s": evaluation["inference"]["images_per_s"],
     }
+    if "acc_flip_translate_tta" in test:
+        row["test_acc_flip_translate_tta"] = test["acc_flip_translate_tta"]
     if "val/loss" in final:
         row["final_val_loss"] = final["val/loss"]
         row["final_val_acc"] = final["val/acc"]
@@ -65,6 +67,7 @@ def compare(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
 _TABLE = [
     ("Test accuracy (final weights)", "test_acc", "{:.2%}"),
     ("Test accuracy, flip TTA", "test_acc_flip_tta", "{:.2%}"),
+    ("Test accuracy, flip + translate TTA", "test_acc_flip_translate_tta", "{:.2%}"),
     ("Test loss", "test_loss", "{:.4f}"),
     ("Expected calibration error", "test_ece", "{:.2%}"),
     ("Parameters", "parameters", "{:,}"),

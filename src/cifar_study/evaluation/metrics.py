@@ -15,23 +15,44 @@ from cifar_study.training.runtime import Runtime
 
 @torch.no_grad()
 def predict_proba(
-    model: nn.Module, split: DeviceSplit, batch_size: int, runtime: Runtime
-) -> tuple[np.ndarray, np.ndarray]:
-    """Class probabilities N×C for a split, plain and averaged with the mirror image (flip TTA).
+    model: nn.Module, split: DeviceSplit, batch_size: int, runtime: Runtime, translate: int = 0
+) -> dict[str, np.ndarray]:
+    """Class probabilities N×C for a split, without and with test-time augmentation.
 
-    One pass computes both, so the plain forward is not run twice.
+    "plain": the images as they are; "flip": averaged with the mirror images; with `translate`
+    > 0 also "flip_translate": the mean over 6 views, each image and its mirror shifted by
+    (0, 0), (+t, +t) and (−t, −t) pixels with reflected borders (the multi-crop TTA of the fast
+    CIFAR-10 trainers). One pass computes them all, so no forward is run twice.
     """
     model.eval()
-    plain, tta = [], []
+    outputs: dict[str, list[torch.Tensor]] = {"plain": [], "flip": []}
+    if translate:
+        outputs["flip_translate"] = []
+
+    def probs_of(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with runtime.autocast():
+            return model(x).float().softmax(1), model(x.flip(3)).float().softmax(1)
+
     for start in range(0, len(split), batch_size):
         index = torch.arange(start, min(start + batch_size, len(split)), device=split.device)
         x, _ = split.batch(index, channels_last=runtime.channels_last)
-        with runtime.autocast():
-            probs = model(x).float().softmax(1)
-            flipped = model(x.flip(3)).float().softmax(1)
-        plain.append(probs.cpu())
-        tta.append(((probs + flipped) / 2).cpu())
-    return torch.cat(plain).numpy(), torch.cat(tta).numpy()
+        plain, flipped = probs_of(x)
+        outputs["plain"].append(plain.cpu())
+        outputs["flip"].append(((plain + flipped) / 2).cpu())
+        if translate:
+            total = plain + flipped
+            for shifted in shifts(x, translate):
+                total += sum(probs_of(shifted))
+            outputs["flip_translate"].append((total / 6).cpu())
+    return {name: torch.cat(parts).numpy() for name, parts in outputs.items()}
+
+
+def shifts(x: torch.Tensor, pixels: int) -> list[torch.Tensor]:
+    """`x` moved by (+pixels, +pixels) and (−pixels, −pixels), reflecting at the borders."""
+    h, w = x.shape[-2:]
+    padded = nn.functional.pad(x, (pixels,) * 4, mode="reflect")
+    far = 2 * pixels
+    return [padded[..., :h, :w], padded[..., far : far + h, far : far + w]]
 
 
 def negative_log_likelihood(probs: np.ndarray, labels: np.ndarray) -> float:

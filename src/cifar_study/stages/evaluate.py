@@ -59,7 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     test = data.splits["test"]
     split = DeviceSplit(test.images, test.labels, data.mean, data.std, runtime.device)
 
-    probs, probs_tta = predict_proba(model, split, params.eval_batch_size, runtime)
+    views = predict_proba(model, split, params.eval_batch_size, runtime, params.tta_translate)
+    probs = views["plain"]
     labels = test.labels
     predicted = probs.argmax(1)
     ece, table = reliability(probs, labels)
@@ -67,7 +68,16 @@ def main(argv: list[str] | None = None) -> int:
     speed = inference_speed(model, runtime, params.eval_batch_size)
     metrics = {
         "test/acc": float((predicted == labels).mean()),
-        "test/acc_flip_tta": float((probs_tta.argmax(1) == labels).mean()),
+        "test/acc_flip_tta": float((views["flip"].argmax(1) == labels).mean()),
+        **(
+            {
+                "test/acc_flip_translate_tta": float(
+                    (views["flip_translate"].argmax(1) == labels).mean()
+                )
+            }
+            if "flip_translate" in views
+            else {}
+        ),
         "test/loss": negative_log_likelihood(probs, labels),
         "test/ece": ece,
         "inference/images_per_s": speed["images_per_s"],

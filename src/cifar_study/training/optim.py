@@ -11,18 +11,30 @@ from torch import nn
 from cifar_study.config import Params
 
 
+def parameter_groups(model: nn.Module, params: Params) -> list[dict]:
+    """One group for all parameters, or (`decay_norm_and_bias: false`) weight decay on the
+    convolution and linear weights only: decaying BatchNorm's scales and shifts and the biases
+    only fights the normalisation (as the fast CIFAR-10 trainers find)."""
+    if params.decay_norm_and_bias:
+        return [{"params": list(model.parameters())}]
+    weights = [p for p in model.parameters() if p.ndim > 1]
+    others = [p for p in model.parameters() if p.ndim <= 1]
+    return [{"params": weights}, {"params": others, "weight_decay": 0.0}]
+
+
 def build_optimizer(model: nn.Module, params: Params) -> torch.optim.Optimizer:
-    """SGD (optionally Nesterov), Adam or AdamW over all of `model`'s parameters."""
+    """SGD (optionally Nesterov), Adam or AdamW over `model`'s parameter groups."""
+    groups = parameter_groups(model, params)
     if params.optimizer == "sgd":
         return torch.optim.SGD(
-            model.parameters(),
+            groups,
             lr=params.lr,
             momentum=params.momentum,
             nesterov=params.nesterov and params.momentum > 0,
             weight_decay=params.weight_decay,
         )
     optimizer = torch.optim.AdamW if params.optimizer == "adamw" else torch.optim.Adam
-    return optimizer(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+    return optimizer(groups, lr=params.lr, weight_decay=params.weight_decay)
 
 
 def lr_factor(
