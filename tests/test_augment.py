@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
-import runpy
-from pathlib import Path
 
-import pytest
 import torch
 from torch import nn
 from torchvision.transforms.v2 import RandomErasing
@@ -212,13 +209,3 @@ def test_batch_applies_the_studys_order() -> None:
     expected = (expected - split.mean) / split.std
     expected = augment.cutout(augment.random_erasing(expected, 0.5), 8)
     assert torch.equal(x, expected)
-
-
-def test_the_cost_benchmark_runs_and_prints_every_operation(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    bench = runpy.run_path(str(Path(__file__).resolve().parents[1] / "bench" / "augment_cost.py"))
-    bench["main"](["--batch-size", "8", "--repeats", "1", "--width", "4"])
-    out = capsys.readouterr().out
-    for name in ("crop", "flip", "colour jitter", "rotation", "random erasing", "all of them"):
-        assert name in out

@@ -133,7 +133,7 @@ def test_keeping_the_last_batch_trains_on_every_image(tmp_path: Path) -> None:
         trainer = _trainer(tmp_path / str(drop_last), drop_last=drop_last, batch_size=40, epochs=1)
         step = trainer._step
         seen = sizes.setdefault(drop_last, [])
-        trainer._step = lambda x, y, b, step=step, seen=seen: seen.append(len(y)) or step(x, y, b)
+        trainer._step = lambda x, y, step=step, seen=seen: seen.append(len(y)) or step(x, y)
         trainer.fit()
     assert sizes == {False: [40, 40, 16], True: [40, 40]}  # 96 training images
 
@@ -151,6 +151,29 @@ def test_mixup_alpha_is_fixed_within_an_epoch_when_scheduled_per_epoch(
         trainer.epoch, trainer.batch = epoch, batch
         trainer._mixup_lambda()
     assert alphas == pytest.approx([0.2, 0.2, 0.15, 0.15, 0.05])
+
+
+def test_host_reads_do_not_grow_with_the_number_of_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a GPU every read of a device value waits for the queued steps: the loop reads the
+    running loss only every SYNC_EVERY steps and at the epoch's end, never once per step."""
+    reads = 0
+    for name in ("item", "tolist", "__bool__", "__float__", "__int__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original):
+            nonlocal reads
+            reads += 1
+            return _original(self, *args)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    counts = []
+    for batch_size in (16, 4):  # 6 and 24 steps, fewer than SYNC_EVERY
+        reads = 0
+        _trainer(tmp_path / str(batch_size), batch_size=batch_size, epochs=1).fit()
+        counts.append(reads)
+    assert counts[0] == counts[1]
 
 
 def test_batch_size_larger_than_the_training_set_is_refused(tmp_path: Path) -> None:

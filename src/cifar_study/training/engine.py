@@ -36,6 +36,9 @@ from cifar_study.training.optim import build_optimizer, build_scheduler
 from cifar_study.training.runtime import Runtime
 
 CHECKPOINT_FORMAT = 1
+# Steps between host reads of the running loss (finiteness check, progress bar): each read
+# waits for the GPU to drain its queue of work.
+SYNC_EVERY = 50
 EpochCallback = Callable[[dict[str, float]], None]
 
 
@@ -293,6 +296,7 @@ class Trainer:
         params, runtime = self.params, self.runtime
         if self.perm is None:
             self.perm = torch.randperm(len(self.train_split), generator=self.order_rng)
+        order = self.perm.to(runtime.device)  # copied once, not one host copy per step
         local = params.batch_size // runtime.world_size
         start_time = time.perf_counter() - self.partial["seconds"]
         bar = tqdm(
@@ -303,23 +307,42 @@ class Trainer:
             leave=False,
             disable=None if runtime.is_main else True,
         )
+        # The epoch's running sums stay on the device: reading them stalls a GPU until every
+        # queued step has run, so the host looks only every SYNC_EVERY steps (see _sync).
+        self._sums = torch.tensor(
+            [self.partial["loss_sum"], self.partial["correct"]],
+            dtype=torch.float64,
+            device=runtime.device,
+        )
+        self._first_bad = torch.zeros(2, dtype=torch.float64, device=runtime.device)
+        since_sync = 0
         for b in bar:
-            batch_index = self.perm[b * params.batch_size : (b + 1) * params.batch_size]
+            batch_index = order[b * params.batch_size : (b + 1) * params.batch_size]
             index = batch_index[runtime.rank * local : (runtime.rank + 1) * local]
-            x, y = self.train_split.batch(
-                index.to(runtime.device), self.augmentation, runtime.channels_last
-            )
-            loss, correct = self._step(x, y, b)
+            x, y = self.train_split.batch(index, self.augmentation, runtime.channels_last)
+            loss, correct = self._step(x, y)
+            self._watch_finite(loss, b + 1)
+            self._sums += torch.stack([loss.detach().double() * len(y), correct.double()])
             self.batch = b + 1
-            self.partial["loss_sum"] += loss * len(y)
-            self.partial["correct"] += correct
             self.partial["seen"] += len(y)
-            self.partial["seconds"] = time.perf_counter() - start_time
-            bar.set_postfix(loss=f"{loss:.3f}")
-            if self._agreed(self.stop.signum is not None):
-                self.save()
-                raise TrainingInterrupted(self.stop.signum or signal.SIGTERM, self.checkpoint_path)
+            since_sync += 1
+            stop = self.stop.signum is not None
+            # One process can act on a signal at once; processes must agree, which costs a sync.
+            if (
+                since_sync >= SYNC_EVERY
+                or self.batch == self.steps_per_epoch
+                or (stop and not runtime.distributed)
+            ):
+                self._sync(bar)
+                since_sync = 0
+                if self._agreed(stop):
+                    self.partial["seconds"] = time.perf_counter() - start_time
+                    self.save()
+                    raise TrainingInterrupted(
+                        self.stop.signum or signal.SIGTERM, self.checkpoint_path
+                    )
         bar.close()
+        self.partial["seconds"] = time.perf_counter() - start_time
         seen, seconds = self.partial["seen"], self.partial["seconds"]
         totals = torch.tensor(
             [self.partial["loss_sum"], self.partial["correct"], seen],
@@ -336,9 +359,30 @@ class Trainer:
             "images_per_s": totals[2].item() / seconds,
         }
 
-    def _step(self, x: torch.Tensor, y: torch.Tensor, batch: int) -> tuple[float, int]:
-        """One optimizer step; returns this process's batch loss and correct count."""
-        params = self.params
+    def _watch_finite(self, loss: torch.Tensor, step: int) -> None:
+        """Remember, on the device, the first step whose loss was not finite and that loss."""
+        bad = ~torch.isfinite(loss.detach()) & (self._first_bad[0] == 0)
+        # torch.full launches a kernel; torch.tensor(step, device=...) would copy from the host.
+        at = torch.full((), float(step), dtype=torch.float64, device=loss.device)
+        found = torch.stack([at, loss.detach().double()])
+        self._first_bad = torch.where(bad, found, self._first_bad)
+
+    def _sync(self, bar: tqdm) -> None:
+        """Bring the running sums to the host, stop on a non-finite loss, refresh the bar."""
+        loss_sum, correct = self._sums.tolist()
+        self.partial["loss_sum"], self.partial["correct"] = loss_sum, correct
+        bad_step, bad_loss = self._first_bad.tolist()
+        if self._agreed(bad_step > 0):
+            raise NonFiniteLoss(
+                f"the loss became {bad_loss} at epoch {self.epoch + 1}, step {int(bad_step)}; "
+                f"training stopped and the last good checkpoint ({self.checkpoint_path}, "
+                f"after epoch {self.epoch}) was kept. Try a lower lr (now {self.params.lr})."
+            )
+        bar.set_postfix(loss=f"{loss_sum / max(self.partial['seen'], 1):.3f}")
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step; returns this process's batch loss and correct count, on the
+        device (reading them would wait for the step to finish)."""
         mix = self._mixup_lambda()
         if mix is not None:
             partner = torch.randperm(len(y), device=y.device)
@@ -348,13 +392,6 @@ class Trainer:
             loss = self.criterion(logits, y)
             if mix is not None:
                 loss = mix * loss + (1 - mix) * self.criterion(logits, y[partner])
-        loss_value = loss.item()
-        if self._agreed(not math.isfinite(loss_value)):
-            raise NonFiniteLoss(
-                f"the loss became {loss_value} at epoch {self.epoch + 1}, step {batch + 1}; "
-                f"training stopped and the last good checkpoint ({self.checkpoint_path}, "
-                f"after epoch {self.epoch}) was kept. Try a lower lr (now {params.lr})."
-            )
         self.last_lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -363,7 +400,7 @@ class Trainer:
         self.scheduler.step()
         if self.ema is not None:
             self.ema.update_parameters(self.model)
-        return loss_value, int((logits.argmax(1) == y).sum().item())
+        return loss.detach(), (logits.argmax(1) == y).sum()
 
     def _mixup_lambda(self) -> float | None:
         """Mixup's mixing weight for this step (Zhang et al., 2018), or None when off.
