@@ -75,6 +75,10 @@ def test_stage_writes_a_loadable_model_and_aligned_metrics(project: Path, model:
     live = project / "run" / "metrics" / model
     metrics = json.loads((live / "metrics.json").read_text())
     assert metrics["step"] == 2 and metrics["parameters"] == info["parameters"]
+    # What `auto` resolved to, where `dvc exp show` and `dvc metrics diff` display it.
+    assert metrics["runtime"] == info["runtime"]
+    assert metrics["runtime"]["device"] == "cpu" and metrics["runtime"]["processes"] == 1
+    assert metrics["runtime"]["torch"] == torch.__version__
     for name in EPOCH_METRICS:
         assert logged_steps(live, name) == [1, 2], name
 

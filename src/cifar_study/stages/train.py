@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             stop,
         )
         trainer.resume()
-        live = _open_live(args.live, args.model, params, size) if runtime.is_main else None
+        live = _open_live(args.live, args.model, params, size, runtime) if runtime.is_main else None
         with live or contextlib.nullcontext():
             for epoch, metrics in enumerate(trainer.history, start=1):
                 _log_epoch(live, epoch, metrics)  # replayed from the checkpoint: no gaps
@@ -119,7 +119,22 @@ def recipe_of(params: Params, model: str) -> dict[str, Any]:
     }
 
 
-def _open_live(folder: Path, model: str, params: Params, size: dict[str, int]) -> Live:
+def resolved_runtime(runtime: Runtime) -> dict[str, Any]:
+    """What `device: auto` and `precision: auto` became on this machine, and the torch that ran.
+
+    DVC hashes params, not hardware: a run on a GPU and one on a CPU have the same params, so
+    these go into the metrics, where `dvc exp show` and `dvc metrics diff` show them."""
+    return {
+        "device": str(runtime.device),
+        "precision": runtime.precision_name,
+        "processes": runtime.world_size,
+        "torch": torch.__version__,
+    }
+
+
+def _open_live(
+    folder: Path, model: str, params: Params, size: dict[str, int], runtime: Runtime
+) -> Live:
     # dvc.yaml declares metrics and plots by hand; outside a DVC run, save no experiment.
     live = Live(str(folder), dvcyaml=False, save_dvc_exp=False)
     live.log_params(
@@ -134,6 +149,7 @@ def _open_live(folder: Path, model: str, params: Params, size: dict[str, int]) -
     )
     for name, value in size.items():
         live.log_metric(name, value, plot=False)
+    live.summary["runtime"] = resolved_runtime(runtime)
     return live
 
 
@@ -176,7 +192,6 @@ def export(
 ) -> None:
     """Write `model.pt` (a plain state dict) and `model.json` (what evaluation needs)."""
     state = {k: v.detach().cpu().contiguous() for k, v in trainer.eval_model.state_dict().items()}
-    runtime: Runtime = trainer.runtime
     description = {
         "model": model_name,
         "architecture": {
@@ -190,11 +205,7 @@ def export(
         "final": trainer.history[-1] if trainer.history else {},
         "history": trainer.history,
         "train_time_s": sum(m["epoch_time_s"] for m in trainer.history),
-        "runtime": {
-            "device": str(runtime.device),
-            "precision": runtime.precision_name,
-            "processes": runtime.world_size,
-        },
+        "runtime": resolved_runtime(trainer.runtime),
         "params": recipe_of(trainer.params, model_name),
     }
     save_trained(out, state, description)
