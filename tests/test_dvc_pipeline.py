@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import make_tar
 from PIL import Image
 from training_helpers import import_every_stage
 
@@ -95,4 +96,24 @@ def test_repro_download_and_prepare(tmp_path: Path, dvc_env: dict[str, str]) -> 
     )
     tracked = subprocess.run([*git, "ls-files"], capture_output=True, text=True).stdout.split()
     assert "dvc.lock" in tracked
-    assert [path for path in tracked if path.startswith("data/")] == ["data/.gitignore"]  # DVC's
+    # DVC's own .gitignore, and the one that keeps data/external/ (a dependency) in every clone.
+    assert [p for p in tracked if p.startswith("data/")] == [
+        "data/.gitignore",
+        "data/external/.gitignore",
+    ]
+
+
+def test_replacing_a_local_archive_in_place_is_seen_by_dvc_status(
+    tmp_path: Path, dvc_env: dict[str, str], image_tree: Path
+) -> None:
+    workspace = create_workspace(tmp_path / "ws", {"data.source": "data/external/tiny.tar.gz"})
+    archive = workspace / "data" / "external" / "tiny.tar.gz"
+    make_tar(image_tree, archive)
+    dvc(workspace, dvc_env, "repro", "download")
+    assert "up to date" in dvc(workspace, dvc_env, "status", "download")
+
+    extra = image_tree / "train" / "cat" / "extra.png"
+    Image.new("RGB", (32, 32), (10, 200, 10)).save(extra)
+    make_tar(image_tree, archive)  # the same path, new content
+    status = dvc(workspace, dvc_env, "status", "download")
+    assert "changed deps" in status and "data/external" in status

@@ -179,3 +179,23 @@ def test_the_study_recipe_queues_an_experiment_with_exactly_its_values(workspace
         assert in_dvc == recipes.resolve(workspace / "params.yaml", recipe)
     finally:
         dvc(workspace, "queue", "remove", "study")
+
+
+def test_returning_to_the_baseline_restores_it_from_the_run_cache(workspace: Path) -> None:
+    """Earlier tests moved lr and the DenseNet away from the baseline; setting them back must
+    not train anything: DVC's run-cache holds every stage's outputs for the baseline's inputs."""
+    baseline = {
+        "lr": TINY["lr"],
+        "densenet.growth_rate": TINY["densenet.growth_rate"],
+        "train_fraction.densenet": 1.0,
+    }
+    overrides = [arg for key, value in baseline.items() for arg in ("-S", f"{key}={value}")]
+    output = dvc(workspace, "exp", "run", "-n", "back", *overrides)
+    assert ran(output) == set(), output
+    assert "is cached - skipping run" in output
+    for model in ("resnet", "densenet"):
+        for path in (f"metrics/eval/{model}/metrics.json", f"metrics/train/{model}/metrics.json"):
+            committed = subprocess.run(
+                ["git", "show", f"HEAD:{path}"], cwd=workspace, capture_output=True, text=True
+            ).stdout
+            assert json.loads((workspace / path).read_text()) == json.loads(committed), path

@@ -13,7 +13,13 @@ from cifar_study.config import parse_params, set_dotted
 from cifar_study.errors import ConfigError
 from cifar_study.workspace import PROJECT_ROOT
 
-DECLARED_METRICS = set(yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["metrics"])
+DECLARED_METRICS = {
+    path
+    for stage in yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())["stages"].values()
+    for item in stage.get("foreach", [None])
+    for entry in (stage["do"] if "foreach" in stage else stage).get("metrics", [])
+    for path in [next(iter(entry)).replace("${item}", str(item))]
+}
 
 
 @pytest.mark.parametrize("profile", sorted(reproduce.PROFILES))

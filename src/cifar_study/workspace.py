@@ -21,7 +21,15 @@ from cifar_study.errors import ConfigError, StudyError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 # What a pipeline run needs: the pipeline, its params, and the code its stages depend on.
-PROJECT_FILES = ("dvc.yaml", "params.yaml", "recipes", ".dvcignore", ".gitignore", "src")
+PROJECT_FILES = (
+    "dvc.yaml",
+    "params.yaml",
+    "recipes",
+    ".dvcignore",
+    ".gitignore",
+    "src",
+    "data/external/.gitignore",  # the folder the download stage depends on, not what is in it
+)
 # Written into every workspace: only folders carrying it are ever deleted to be re-created.
 MARKER = ".cifar-study-workspace"
 
@@ -38,6 +46,7 @@ def create_workspace(dest: Path, overrides: Mapping[str, Any], root: Path = PROJ
                 source, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
             )
         else:
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, dest / name)
     params = yaml.safe_load((dest / "params.yaml").read_text())
     for key, value in overrides.items():

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             stop,
         )
         trainer.resume()
-        live = _open_live(args.live, args.model, params, size, runtime) if runtime.is_main else None
+        live = _open_live(args.live, size, runtime) if runtime.is_main else None
         with live or contextlib.nullcontext():
             for epoch, metrics in enumerate(trainer.history, start=1):
                 _log_epoch(live, epoch, metrics)  # replayed from the checkpoint: no gaps
@@ -132,21 +132,10 @@ def resolved_runtime(runtime: Runtime) -> dict[str, Any]:
     }
 
 
-def _open_live(
-    folder: Path, model: str, params: Params, size: dict[str, int], runtime: Runtime
-) -> Live:
-    # dvc.yaml declares metrics and plots by hand; outside a DVC run, save no experiment.
+def _open_live(folder: Path, size: dict[str, int], runtime: Runtime) -> Live:
+    """DVCLive for the epoch metrics. dvc.yaml declares metrics and plots by hand, and params
+    live in params.yaml (and model.json): DVCLive writes neither; outside DVC, no experiment."""
     live = Live(str(folder), dvcyaml=False, save_dvc_exp=False)
-    live.log_params(
-        {
-            "model": model,
-            **recipe_of(params, model),
-            **{
-                f"{model}.{k}": list(v) if isinstance(v, tuple) else v
-                for k, v in params.architecture(model).items()
-            },
-        }
-    )
     for name, value in size.items():
         live.log_metric(name, value, plot=False)
     live.summary["runtime"] = resolved_runtime(runtime)

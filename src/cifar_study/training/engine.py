@@ -188,6 +188,10 @@ class Trainer:
         self.partial = _empty_partial()  # running sums of the current epoch
         self.history: list[dict[str, float]] = []
         self.last_lr = params.lr  # the lr of the latest step, for logging
+        # Kept on the device during an epoch (see _train_epoch): the running loss sum and
+        # correct count, and the first step whose loss was not finite with that loss.
+        self._sums = torch.zeros(2, dtype=torch.float64)
+        self._first_bad = torch.zeros(2, dtype=torch.float64)
 
     # -- checkpoints ------------------------------------------------------------------------
 

@@ -1,0 +1,81 @@
+"""Sharing a run the DVC way, offline (slow): push to a local-folder remote, clone, pull, and
+fetch a model from the registry, then predict with what came back."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from training_helpers import writing_bytecode
+
+from cifar_study.workspace import commit_all, create_workspace, pipeline_env
+
+pytestmark = pytest.mark.slow
+
+TINY = {
+    "data.source": "digits",
+    "epochs": 1,
+    "batch_size": 64,
+    "lr": 0.05,
+    "warmup_epochs": 0,
+    "cutout": 0,
+    "resnet.width": 8,
+    "resnet.blocks": [1, 1],
+    "densenet.growth_rate": 4,
+    "densenet.blocks": [2, 2],
+}
+
+
+def run(cwd: Path, *command: str) -> str:
+    env = {**writing_bytecode(pipeline_env()), "DVC_NO_ANALYTICS": "1", "PYTHONPATH": "src"}
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, f"{' '.join(command)}:\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
+
+
+def dvc(cwd: Path, *args: str) -> str:
+    return run(cwd, sys.executable, "-m", "dvc", *args)
+
+
+def predict(cwd: Path, model_dir: Path, image: Path) -> list[dict]:
+    """`predict --json` on one image with the model in `model_dir`."""
+    command = ["-m", "cifar_study.predict", "--model-dir", str(model_dir), str(image), "--json"]
+    return json.loads(run(cwd, sys.executable, *command))
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A run pushed to a local-folder remote, as `dvc remote add -d` and `dvc push` make it."""
+    root = tmp_path_factory.mktemp("sharing")
+    origin = create_workspace(root / "origin", TINY)
+    dvc(origin, "repro")
+    dvc(origin, "remote", "add", "-d", "storage", str(root / "remote"))
+    commit_all(origin, "run, with a remote")
+    dvc(origin, "push")
+    image = root / "digit.png"
+    Image.new("RGB", (32, 32), (255, 255, 255)).save(image)
+    return {"root": root, "origin": origin, "image": image}
+
+
+def test_a_clone_pulls_the_run_and_has_nothing_to_reproduce(shared: dict[str, Path]) -> None:
+    clone = shared["root"] / "clone"
+    run(shared["root"], "git", "clone", "-q", str(shared["origin"]), str(clone))
+    dvc(clone, "pull")
+    assert "up to date" in dvc(clone, "status")
+    assert "Running stage" not in dvc(clone, "repro")
+    [result] = predict(clone, clone / "models" / "resnet", shared["image"])
+    assert result["top"][0]["class"] in [str(digit) for digit in range(10)]
+
+
+def test_the_registry_serves_each_model_for_predict(shared: dict[str, Path]) -> None:
+    for model in ("resnet", "densenet"):
+        out = shared["root"] / f"got-{model}"
+        out.mkdir()
+        dvc(shared["root"], "artifacts", "get", str(shared["origin"]), model, "-o", str(out))
+        assert (out / "model.pt").is_file() and (out / "model.json").is_file()
+        [result] = predict(shared["origin"], out, shared["image"])
+        assert result["top"][0]["class"] in [str(digit) for digit in range(10)]
