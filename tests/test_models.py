@@ -10,7 +10,7 @@ from torch import nn
 
 from cifar_study.errors import ConfigError
 from cifar_study.models import available_models, build_model, register_model
-from cifar_study.models.init import initialise
+from cifar_study.models.init import initialise, whiten_first_conv
 from cifar_study.models.profile import count_parameters, macs_per_image
 
 # The seed study's counts (REFERENCE §1); a new model must add its own.
@@ -154,3 +154,24 @@ def test_init_schemes_he_redraws_convolutions_and_pytorch_keeps_the_defaults(nam
     assert conv.weight.std().item() == pytest.approx((2 / fan_out) ** 0.5, rel=0.15)
     with pytest.raises(ValueError, match="known: he, pytorch"):
         initialise(built, "xavier")
+
+
+@pytest.mark.parametrize("name", available_models())
+def test_whitened_first_conv_decorrelates_its_input_patches(name: str) -> None:
+    torch.manual_seed(0)
+    # Correlated channels and neighbouring pixels, as in natural images.
+    base = torch.randn(64, 1, 16, 16)
+    images = torch.cat(
+        [base, 0.8 * base + 0.2 * torch.randn(64, 1, 16, 16), torch.randn(64, 1, 16, 16)], 1
+    )
+    images = torch.nn.functional.avg_pool2d(images, 3, stride=1, padding=1)
+    model = build_model(name, num_classes=10)
+    whiten_first_conv(model, images, eps=1e-6)
+    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    half = min(27, conv.out_channels // 2)
+    assert torch.equal(conv.weight[half : 2 * half], -conv.weight[:half])
+    responses = (
+        nn.functional.conv2d(images, conv.weight[:half]).permute(1, 0, 2, 3).reshape(half, -1)
+    )
+    covariance = torch.cov(responses)
+    assert torch.allclose(covariance, torch.eye(half), atol=0.05)

@@ -187,3 +187,10 @@ def test_each_model_has_its_own_train_fraction(project: Path) -> None:
     base = fingerprint_with({"resnet": 0.5, "densenet": 1.0})
     assert fingerprint_with({"resnet": 0.5, "densenet": 0.1}) == base
     assert fingerprint_with({"resnet": 0.25, "densenet": 1.0}) != base
+
+
+def test_a_whitened_stem_trains(project: Path) -> None:
+    write_params(project, {"precision": "fp32", "whiten_stem": True, "epochs": 1})
+    assert train.main(stage_args("resnet")) == 0
+    info = json.loads((project / "run" / "models" / "resnet" / "model.json").read_text())
+    assert info["params"]["whiten_stem"] is True

@@ -193,6 +193,7 @@ class Params:
     )
     drop_last: bool = True
     init: str = dataclasses.field(default="he", metadata=_one_of(*INITS))
+    whiten_stem: bool = False
     train_fraction: TrainFractions = dataclasses.field(default_factory=TrainFractions)
     eval_batch_size: int = dataclasses.field(default=1024, metadata=_positive("an integer"))
     # Read by evaluation only: changing it must not retrain (see SHARED_KEYS).

@@ -1,5 +1,7 @@
 """Weight initialisation, a recipe choice the train stage applies to a freshly built model."""
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -17,3 +19,28 @@ def initialise(model: nn.Module, scheme: str) -> None:
         elif isinstance(module, nn.BatchNorm2d):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
+
+
+@torch.no_grad()
+def whiten_first_conv(model: nn.Module, images: torch.Tensor, eps: float = 5e-4) -> None:
+    """Set the first convolution's filters to the whitening transform of its input patches.
+
+    `images` are normalised N×3×H×W training images. The k×k×3 patches they contain have a
+    covariance with eigenvectors v_i and eigenvalues λ_i; filter pairs ±v_i / sqrt(λ_i + eps),
+    largest λ first, make the layer's outputs decorrelated features of unit variance from the
+    first step (the initialisation of Keller Jordan's airbench, after hlb-CIFAR10). Filters
+    beyond twice the patch dimension keep their initialisation.
+    """
+    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    c, kh, kw = conv.in_channels, *conv.kernel_size
+    patches = F.unfold(images.float(), (kh, kw)).transpose(1, 2).reshape(-1, c * kh * kw)
+    patches = patches - patches.mean(0)
+    covariance = patches.T.double() @ patches.double() / len(patches)
+    eigenvalues, eigenvectors = torch.linalg.eigh(covariance)  # ascending
+    order = eigenvalues.argsort(descending=True)
+    eigenvalues, eigenvectors = eigenvalues[order], eigenvectors[:, order]
+    count = min(c * kh * kw, conv.out_channels // 2)
+    filters = (eigenvectors[:, :count] / torch.sqrt(eigenvalues[:count] + eps)).T
+    filters = filters.reshape(count, c, kh, kw).to(conv.weight.dtype)
+    conv.weight[:count] = filters
+    conv.weight[count : 2 * count] = -filters

@@ -18,16 +18,17 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from dvclive import Live
 
 from cifar_study.cli import user_errors_exit
 from cifar_study.config import SHARED_KEYS, Params, load_params
-from cifar_study.data.prepared import load_prepared, read_summary, train_subset
+from cifar_study.data.prepared import PreparedData, load_prepared, read_summary, train_subset
 from cifar_study.errors import ConfigError
 from cifar_study.inference import save_trained
 from cifar_study.models import build_model, check_model_name
-from cifar_study.models.init import initialise
+from cifar_study.models.init import initialise, whiten_first_conv
 from cifar_study.models.profile import count_parameters, macs_per_image
 from cifar_study.training.engine import StopSignal, Trainer, TrainingInterrupted
 from cifar_study.training.runtime import Runtime, process_group, resolve_runtime
@@ -67,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         params.seed,
         key=f"train_fraction.{args.model}",
     )
+    if params.whiten_stem:
+        whiten_first_conv(model, normalised_sample(data))
     stop = StopSignal()
     with stop.installed(), process_group(runtime):
         trainer = Trainer(
@@ -91,6 +94,17 @@ def main(argv: list[str] | None = None) -> int:
         if runtime.is_main:
             export(trainer, args.model, architecture, classes, data.mean, data.std, size, args.out)
     return 0
+
+
+def normalised_sample(data: PreparedData, count: int = 10_000) -> torch.Tensor:
+    """About `count` training images, evenly strided (the split may be ordered by class),
+    normalised, N×3×H×W."""
+    train = data.splits["train"].images
+    sample = train[:: max(1, len(train) // count)]
+    images = torch.from_numpy(np.ascontiguousarray(sample)).permute(0, 3, 1, 2).float()
+    mean = torch.tensor(data.mean).view(1, 3, 1, 1)
+    std = torch.tensor(data.std).view(1, 3, 1, 1)
+    return (images / 255.0 - mean) / std
 
 
 def fingerprint(model: str, params: Params, data_dir: Path, runtime: Runtime) -> str:
