@@ -175,3 +175,27 @@ def test_whitened_first_conv_decorrelates_its_input_patches(name: str) -> None:
     )
     covariance = torch.cov(responses)
     assert torch.allclose(covariance, torch.eye(half), atol=0.05)
+
+
+def test_memory_efficient_densenet_computes_the_same_function() -> None:
+    """Same weights, with and without recomputation: same outputs, gradients, BN statistics."""
+    torch.manual_seed(0)
+    plain = build_model("densenet", num_classes=10, growth_rate=6, blocks=(3, 3))
+    efficient = build_model(
+        "densenet", num_classes=10, growth_rate=6, blocks=(3, 3), memory_efficient=True
+    )
+    efficient.load_state_dict(plain.state_dict())
+    assert count_parameters(efficient) == count_parameters(plain)
+    x = torch.randn(8, 3, 32, 32)
+    for model in (plain, efficient):
+        model.train()
+        model(x).square().mean().backward()
+    for (name, a), b in zip(plain.named_parameters(), efficient.parameters(), strict=True):
+        assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-6), name
+    for (name, a), b in zip(
+        plain.state_dict().items(), efficient.state_dict().values(), strict=True
+    ):
+        assert torch.allclose(a.float(), b.float(), rtol=1e-5, atol=1e-7), name  # running stats
+    plain.eval(), efficient.eval()
+    with torch.no_grad():
+        assert torch.allclose(plain(x), efficient(x), rtol=1e-5, atol=1e-6)

@@ -128,6 +128,8 @@ class DenseNetConfig:
     )
     bottleneck_width: int = dataclasses.field(default=4, metadata=_positive("an integer"))
     dropout: float = dataclasses.field(default=0.0, metadata=_fraction())
+    # Recompute concatenations in the backward pass: less memory, a little more time.
+    memory_efficient: bool = False
 
 
 def _fraction_of_train() -> Any:

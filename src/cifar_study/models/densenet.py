@@ -4,10 +4,13 @@ With the defaults (k=38, blocks (9, 9, 9)) it has 3,070,243 parameters, about 9.
 the ResNet, as the seed study reports.
 """
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from cifar_study.models import register_model
 
@@ -15,10 +18,15 @@ from cifar_study.models import register_model
 class Bottleneck(nn.Module):
     """BN-ReLU-1x1 conv to ``bottleneck_width * k`` channels, BN-ReLU-3x3 conv to k channels.
 
-    The output is concatenated to the input, so each layer sees every earlier feature map.
+    It reads the concatenation of every earlier feature map of its block and returns its own k
+    new maps. With `memory_efficient`, the concatenation and the first BN-ReLU-conv are
+    recomputed in the backward pass instead of stored (Pleiss et al., 2017): a block's memory
+    grows linearly with its depth instead of quadratically, for one more forward of those layers.
     """
 
-    def __init__(self, in_channels: int, growth_rate: int, bottleneck_width: int) -> None:
+    def __init__(
+        self, in_channels: int, growth_rate: int, bottleneck_width: int, memory_efficient: bool
+    ) -> None:
         super().__init__()
         inner = bottleneck_width * growth_rate
         self.layers = nn.Sequential(
@@ -29,9 +37,51 @@ class Bottleneck(nn.Module):
             nn.ReLU(inplace=True),
             nn.Conv2d(inner, growth_rate, 3, padding=1, bias=False),
         )
+        self.memory_efficient = memory_efficient
+        self._recomputing = False
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([x, self.layers(x)], dim=1)  # (N, C + k, H, W)
+    def _squeeze(self, *maps: torch.Tensor) -> torch.Tensor:
+        """BN-ReLU-1x1 conv of the concatenated maps: (N, sum C, H, W) -> (N, 4k, H, W)."""
+        return self.layers[2](self.layers[1](self.layers[0](torch.cat(maps, dim=1))))
+
+    def _squeeze_recomputable(self, *maps: torch.Tensor) -> torch.Tensor:
+        """`_squeeze`, run twice under checkpointing: BatchNorm's running statistics are
+        updated by the first run only (momentum 0 while the backward pass recomputes)."""
+        bn = self.layers[0]
+        momentum = 0.0 if self._recomputing else bn.momentum
+        x = F.batch_norm(
+            torch.cat(maps, dim=1),
+            bn.running_mean,
+            bn.running_var,
+            bn.weight,
+            bn.bias,
+            bn.training,
+            momentum,
+            bn.eps,
+        )
+        return self.layers[2](F.relu(x))
+
+    @contextlib.contextmanager
+    def _recomputation(self) -> Iterator[None]:
+        self._recomputing = True
+        try:
+            yield
+        finally:
+            self._recomputing = False
+
+    def forward(self, maps: list[torch.Tensor]) -> torch.Tensor:
+        if self.memory_efficient and torch.is_grad_enabled():
+            if self.training:
+                self.layers[0].num_batches_tracked.add_(1)  # as BatchNorm2d.forward does
+            squeezed = checkpoint(
+                self._squeeze_recomputable,
+                *maps,
+                use_reentrant=False,
+                context_fn=lambda: (contextlib.nullcontext(), self._recomputation()),
+            )
+        else:
+            squeezed = self._squeeze(*maps)
+        return self.layers[5](self.layers[4](self.layers[3](squeezed)))  # (N, k, H, W)
 
 
 class Transition(nn.Sequential):
@@ -58,6 +108,7 @@ class DenseNet(nn.Module):
         compression: float = 0.5,
         bottleneck_width: int = 4,
         dropout: float = 0.0,
+        memory_efficient: bool = False,
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -78,7 +129,7 @@ class DenseNet(nn.Module):
         layers: list[nn.Module] = [nn.Conv2d(3, channels, 3, padding=1, bias=False)]
         for index, num_layers in enumerate(blocks):
             for _ in range(num_layers):
-                layers.append(Bottleneck(channels, growth_rate, bottleneck_width))
+                layers.append(Bottleneck(channels, growth_rate, bottleneck_width, memory_efficient))
                 channels += growth_rate
             if index < len(blocks) - 1:
                 # Compression theta: a transition keeps floor(theta * m) of its m channels.
@@ -92,7 +143,14 @@ class DenseNet(nn.Module):
         self.fc = nn.Linear(channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(x)  # (N, C, 32 / 2**(B-1), same)
+        maps = [x]  # the current dense block's feature maps, concatenated only where read
+        for layer in self.features:
+            if isinstance(layer, Bottleneck):
+                maps.append(layer(maps))
+            else:
+                x = layer(torch.cat(maps, dim=1) if len(maps) > 1 else maps[0])
+                maps = [x]
+        x = maps[0]  # (N, C, 32 / 2**(B-1), same), after the final BN-ReLU
         # mean, not AdaptiveAvgPool2d: the latter's CUDA backward is non-deterministic.
         x = x.mean((2, 3))  # (N, C)
         return self.fc(self.dropout(x))
