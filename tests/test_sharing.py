@@ -56,6 +56,10 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     dvc(origin, "remote", "add", "-d", "storage", str(root / "remote"))
     commit_all(origin, "run, with a remote")
     dvc(origin, "push")
+    # A registered version is a git tag in GTO's format: the registry serves the latest.
+    tag = ["git", "-c", "user.name=t", "-c", "user.email=t@localhost", "tag", "-a"]
+    for model in ("resnet", "densenet"):
+        run(origin, *tag, f"{model}@v1.0.0", "-m", f"{model} v1.0.0")
     image = root / "digit.png"
     Image.new("RGB", (32, 32), (255, 255, 255)).save(image)
     return {"root": root, "origin": origin, "image": image}
@@ -73,8 +77,7 @@ def test_a_clone_pulls_the_run_and_has_nothing_to_reproduce(shared: dict[str, Pa
 
 def test_the_registry_serves_each_model_for_predict(shared: dict[str, Path]) -> None:
     for model in ("resnet", "densenet"):
-        out = shared["root"] / f"got-{model}"
-        out.mkdir()
+        out = shared["root"] / f"got-{model}"  # into an empty place, no clone of the project
         dvc(shared["root"], "artifacts", "get", str(shared["origin"]), model, "-o", str(out))
         assert (out / "model.pt").is_file() and (out / "model.json").is_file()
         [result] = predict(shared["origin"], out, shared["image"])

@@ -29,6 +29,7 @@ PROJECT_FILES = (
     ".gitignore",
     "src",
     "data/external/.gitignore",  # the folder the download stage depends on, not what is in it
+    "dvc_plots_template",  # `dvc plots` pages that draw offline (see docs/offline-plots.md)
 )
 # Written into every workspace: only folders carrying it are ever deleted to be re-created.
 MARKER = ".cifar-study-workspace"
@@ -62,6 +63,8 @@ def create_workspace(dest: Path, overrides: Mapping[str, Any], root: Path = PROJ
         [*dvc, "config", "core.analytics", "false"],
         # Stage what DVC writes (dvc.lock, .gitignore entries), as a scratch repo wants.
         [*dvc, "config", "core.autostage", "true"],
+        # `dvc init` writes a new .dvc/config: keep the project's offline plots template.
+        [*dvc, "config", "plots.html_template", "../dvc_plots_template/index.html"],
     ):
         run_checked(command, dest)
     commit_all(dest, "workspace")
