@@ -35,3 +35,16 @@ def test_gpu_benchmark_runs_on_the_cpu(tmp_path: Path, capsys: pytest.CaptureFix
         assert f"{model}: training images/s" in out
     assert out.count("eager   fp32") == 2 and out.count("forward + backward + update") == 2
     assert "reached 0% validation accuracy after epoch 1" in out
+
+
+def test_densenet_profile_prints_a_row_per_model_and_setting(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    script("densenet_profile.py")["main"](
+        ["--batch-size", "4", "--steps", "1", "--tiny", "--precisions", "fp32"]
+    )
+    rows = [
+        line for line in capsys.readouterr().out.splitlines() if line.startswith(("dense", "res"))
+    ]
+    assert len(rows) == 4  # two models × (NCHW, channels_last)
+    assert all(line.count("%") == 5 for line in rows)

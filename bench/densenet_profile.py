@@ -1,0 +1,116 @@
+"""Where a DenseNet-BC training step spends its time, by kind of operation, per setting.
+
+    python bench/densenet_profile.py [--batch-size 64] [--steps 3] [--device cpu]
+
+Profiles forward + backward + SGD update of the configured DenseNet (params.yaml) with
+torch.profiler for fp32 and bf16, NCHW and channels_last, and prints the step time and the share
+of the operators' own time (forward and backward) taken by convolutions, BatchNorm,
+concatenation, ReLU and the rest. The ResNet is measured beside it for scale.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from cifar_study.config import load_params
+from cifar_study.models import build_model
+from cifar_study.training.runtime import Runtime, resolve_runtime
+
+ROOT = Path(__file__).resolve().parents[1]
+# Profiler op names (forward and backward kernels) → the kind of work they do.
+KINDS = (
+    ("convolution", ("conv", "mkldnn_convolution", "cudnn_convolution")),
+    ("batchnorm", ("batch_norm",)),
+    ("concatenation", ("cat",)),
+    ("relu", ("relu", "threshold")),
+)
+
+
+def kind_of(name: str) -> str:
+    lowered = name.lower()
+    for kind, needles in KINDS:
+        if any(n in lowered for n in needles):
+            return kind
+    return "other"
+
+
+def step_fn(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, runtime: Runtime
+) -> Callable[[], None]:
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step() -> None:
+        with runtime.autocast():
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def measure(
+    name: str, architecture: dict, runtime: Runtime, batch: int, steps: int
+) -> tuple[float, dict[str, float]]:
+    """Seconds per step and the self time per kind of operation, over `steps` steps."""
+    torch.manual_seed(0)
+    fmt = torch.channels_last if runtime.channels_last else torch.contiguous_format
+    model = build_model(name, **architecture).to(runtime.device, memory_format=fmt).train()
+    x = torch.randn(batch, 3, 32, 32, device=runtime.device).contiguous(memory_format=fmt)
+    y = torch.randint(0, 10, (batch,), device=runtime.device)
+    step = step_fn(model, x, y, runtime)
+    step()  # warm-up
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    seconds = (time.perf_counter() - start) / steps
+    activities = [ProfilerActivity.CPU]
+    if runtime.device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities) as prof:
+        step()
+    shares: dict[str, float] = defaultdict(float)
+    for event in prof.key_averages():
+        if event.key.startswith("aten::"):
+            time_us = event.self_device_time_total if runtime.device.type == "cuda" else 0
+            shares[kind_of(event.key)] += time_us or event.self_cpu_time_total
+    total = sum(shares.values()) or 1.0
+    return seconds, {kind: value / total for kind, value in shares.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
+    parser.add_argument("--tiny", action="store_true", help="tiny networks, for a smoke run")
+    args = parser.parse_args(argv)
+    params = load_params(ROOT / "params.yaml")
+    tiny = {"densenet": {"growth_rate": 4, "blocks": (2, 2)}, "resnet": {"width": 4}}
+    kinds = ["convolution", "batchnorm", "concatenation", "relu", "other"]
+    print(f"batch {args.batch_size}, {torch.get_num_threads()} threads, device {args.device}")
+    header = f"{'model':10}{'setting':22}{'s/step':>8}{'img/s':>8}  "
+    print(header + "".join(f"{k:>14}" for k in kinds))
+    for precision in args.precisions:
+        for channels_last in (False, True):
+            runtime = resolve_runtime(args.device, precision, channels_last)
+            setting = f"{precision} {'channels_last' if channels_last else 'NCHW'}"
+            for name in ("densenet", "resnet"):
+                architecture = tiny[name] if args.tiny else params.architecture(name)
+                seconds, shares = measure(name, architecture, runtime, args.batch_size, args.steps)
+                row = "".join(f"{shares.get(k, 0):>14.0%}" for k in kinds)
+                print(
+                    f"{name:10}{setting:22}{seconds:>8.3f}{args.batch_size / seconds:>8.0f}  {row}"
+                )
+
+
+if __name__ == "__main__":
+    main()
