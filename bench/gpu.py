@@ -165,6 +165,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budget-s", type=float, default=240.0, help="time-to-accuracy limit")
     args = parser.parse_args(argv)
 
+    # Checked before minutes of benchmarking, not after.
+    prepared = load_prepared(args.data) if args.data else None
+    if prepared is not None and not len(prepared.splits["val"]):
+        raise SystemExit(f"--data {args.data} has no validation split to measure accuracy on")
     params = load_params(ROOT / "params.yaml")
     if args.batch_size:
         params = dataclasses.replace(params, batch_size=args.batch_size)
@@ -191,14 +195,12 @@ def main(argv: list[str] | None = None) -> None:
             f"forward + backward + update {compute_ms:.2f} ms"
         )
 
-    if args.data:
+    if prepared is not None:
         runtime = resolve_runtime(
             args.device, params.precision, params.channels_last, params.compile, False
         )
         print(f"\nresnet, committed recipe ({runtime.precision_name}, compile={runtime.compile}):")
-        result = time_to_accuracy(
-            params, runtime, load_prepared(args.data), args.target, args.budget_s, args.tiny
-        )
+        result = time_to_accuracy(params, runtime, prepared, args.target, args.budget_s, args.tiny)
         print(f"  {result}")
 
 

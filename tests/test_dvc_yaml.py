@@ -116,6 +116,14 @@ def recorded_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str,
     monkeypatch.chdir(tmp_path)
     reads: dict[str, set[str]] = {}
 
+    # Provenance (the checkpoint fingerprint, model.json's "params") copies every recipe key:
+    # left in, a key the training never used would still count as read.
+    monkeypatch.setattr(
+        train,
+        "recipe_of",
+        lambda params, model: {"train_fraction": params.train_fraction_of(model)},
+    )
+
     def run(name: str, module: Any, argv: list[str]) -> None:
         seen: set[str] = set()
         monkeypatch.setattr(module, "load_params", lambda path: recording(load_params(path), seen))

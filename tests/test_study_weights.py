@@ -160,6 +160,8 @@ def test_a_missing_checkpoint_is_one_line(tmp_path: Path, capsys) -> None:
 def test_evaluate_and_predict_run_on_converted_weights(
     tmp_path: Path, study_model: StudyResNet, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    with torch.no_grad():
+        study_model.fc.weight *= 5  # larger logits: the loss shows how inputs were scaled
     torch.save(study_model.state_dict(), tmp_path / "study.pth")
     study_weights.main([str(tmp_path / "study.pth"), "--out", str(tmp_path / "m")])
     rng = np.random.default_rng(0)
@@ -172,7 +174,16 @@ def test_evaluate_and_predict_run_on_converted_weights(
     evaluate_argv += ["--data", str(tmp_path / "prepared"), "--live", str(tmp_path / "eval")]
     assert evaluate.main([*evaluate_argv, "--plots", str(tmp_path / "plots")]) == 0
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert 0 <= metrics["test"]["acc"] <= 1 and metrics["parameters"] == 2_797_610
+    assert metrics["parameters"] == 2_797_610
+    # Normalised with the study's constants (model.json), not this data's measured ones.
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    mean = torch.tensor(study_weights.STUDY_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(study_weights.STUDY_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        logits = study_model((x - mean) / std)
+    nll = torch.nn.functional.cross_entropy(logits, torch.from_numpy(labels)).item()
+    assert metrics["test"]["loss"] == pytest.approx(nll, rel=1e-4)
+    assert metrics["test"]["acc"] == pytest.approx((logits.argmax(1).numpy() == labels).mean())
 
     Image.fromarray(images[0]).save(tmp_path / "x.png")
     capsys.readouterr()

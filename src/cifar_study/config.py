@@ -222,6 +222,11 @@ class Params:
     densenet: DenseNetConfig = dataclasses.field(default_factory=DenseNetConfig)
 
     def __post_init__(self) -> None:
+        if self.schedule_per == "epoch" and not float(self.warmup_epochs).is_integer():
+            raise ConfigError(
+                f"warmup_epochs = {self.warmup_epochs} must be a whole number of epochs when "
+                "schedule_per is epoch"
+            )
         if self.warmup_epochs >= self.epochs:
             raise ConfigError(
                 f"warmup_epochs = {self.warmup_epochs} must be smaller than epochs = {self.epochs}"

@@ -8,7 +8,6 @@ import contextlib
 from collections.abc import Iterator, Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -38,43 +37,29 @@ class Bottleneck(nn.Module):
             nn.Conv2d(inner, growth_rate, 3, padding=1, bias=False),
         )
         self.memory_efficient = memory_efficient
-        self._recomputing = False
 
     def _squeeze(self, *maps: torch.Tensor) -> torch.Tensor:
         """BN-ReLU-1x1 conv of the concatenated maps: (N, sum C, H, W) -> (N, 4k, H, W)."""
         return self.layers[2](self.layers[1](self.layers[0](torch.cat(maps, dim=1))))
 
-    def _squeeze_recomputable(self, *maps: torch.Tensor) -> torch.Tensor:
-        """`_squeeze`, run twice under checkpointing: BatchNorm's running statistics are
-        updated by the first run only (momentum 0 while the backward pass recomputes)."""
-        bn = self.layers[0]
-        momentum = 0.0 if self._recomputing else bn.momentum
-        x = F.batch_norm(
-            torch.cat(maps, dim=1),
-            bn.running_mean,
-            bn.running_var,
-            bn.weight,
-            bn.bias,
-            bn.training,
-            momentum,
-            bn.eps,
-        )
-        return self.layers[2](F.relu(x))
-
     @contextlib.contextmanager
     def _recomputation(self) -> Iterator[None]:
-        self._recomputing = True
+        """While the backward pass recomputes `_squeeze`, its BatchNorm (plain or synchronised)
+        must not update its running statistics a second time: momentum 0 keeps them as they are,
+        and the step counter is put back afterwards."""
+        bn = self.layers[0]
+        momentum, counted = bn.momentum, bn.num_batches_tracked.clone()
+        bn.momentum = 0.0
         try:
             yield
         finally:
-            self._recomputing = False
+            bn.momentum = momentum
+            bn.num_batches_tracked.copy_(counted)
 
     def forward(self, maps: list[torch.Tensor]) -> torch.Tensor:
         if self.memory_efficient and torch.is_grad_enabled():
-            if self.training:
-                self.layers[0].num_batches_tracked.add_(1)  # as BatchNorm2d.forward does
             squeezed = checkpoint(
-                self._squeeze_recomputable,
+                self._squeeze,
                 *maps,
                 use_reentrant=False,
                 context_fn=lambda: (contextlib.nullcontext(), self._recomputation()),

@@ -33,9 +33,20 @@ def whiten_first_conv(model: nn.Module, images: torch.Tensor, eps: float = 5e-4)
     """
     conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
     c, kh, kw = conv.in_channels, *conv.kernel_size
-    patches = F.unfold(images.float(), (kh, kw)).transpose(1, 2).reshape(-1, c * kh * kw)
-    patches = patches - patches.mean(0)
-    covariance = patches.T.double() @ patches.double() / len(patches)
+    dim = c * kh * kw
+    # Sums over chunks of images: the patches of all of them at once would take gigabytes.
+    total, outer, count = (
+        torch.zeros(dim, dtype=torch.float64),
+        torch.zeros(dim, dim, dtype=torch.float64),
+        0,
+    )
+    for chunk in images.split(256):
+        patches = F.unfold(chunk.float(), (kh, kw)).transpose(1, 2).reshape(-1, dim).double()
+        total += patches.sum(0)
+        outer += patches.T @ patches
+        count += len(patches)
+    mean = total / count
+    covariance = outer / count - torch.outer(mean, mean)
     eigenvalues, eigenvectors = torch.linalg.eigh(covariance)  # ascending
     order = eigenvalues.argsort(descending=True)
     eigenvalues, eigenvectors = eigenvalues[order], eigenvectors[:, order]

@@ -57,7 +57,10 @@ def main(argv: list[str] | None = None) -> int:
             f"{list(classes)}: evaluate it on the data it was trained for"
         )
     test = data.splits["test"]
-    split = DeviceSplit(test.images, test.labels, data.mean, data.std, runtime.device)
+    # The model's own normalisation (model.json), as predict uses: converted weights may have
+    # been trained with other constants than this data's measured ones.
+    norm = info["normalization"]
+    split = DeviceSplit(test.images, test.labels, norm["mean"], norm["std"], runtime.device)
 
     views = predict_proba(model, split, params.eval_batch_size, runtime, params.tta_translate)
     probs = views["plain"]
