@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from training_helpers import import_every_stage, writing_bytecode
+from training_helpers import TINY_PIPELINE, import_every_stage, writing_bytecode
 
 from cifar_study import recipes
 from cifar_study.config import parse_params
@@ -17,20 +17,7 @@ from cifar_study.workspace import commit_all, create_workspace, pipeline_env
 
 pytestmark = pytest.mark.slow
 
-# The whole pipeline with tiny networks: minutes of DVC, seconds of training.
-TINY = {
-    "data.source": "digits",
-    "epochs": 2,
-    "batch_size": 64,
-    "lr": 0.05,
-    "warmup_epochs": 0,
-    "flip": False,
-    "cutout": 0,
-    "resnet.width": 8,
-    "resnet.blocks": [1, 1],
-    "densenet.growth_rate": 4,
-    "densenet.blocks": [2, 2],
-}
+TINY = TINY_PIPELINE
 STAGES = [
     "download",
     "prepare",

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from training_helpers import writing_bytecode
+from training_helpers import TINY_PIPELINE, writing_bytecode
 
 from cifar_study.workspace import PROJECT_ROOT, commit_all, create_workspace, pipeline_env
 
@@ -39,20 +39,10 @@ needs_browser = pytest.mark.skipif(
 TEMPLATE_DIR = PROJECT_ROOT / "dvc_plots_template"
 MODELS = ("resnet", "densenet")
 REVS = ("HEAD", "other")
-# The tiny pipeline of test_experiments.py, on a quarter of the training split and without
+# The tiny pipeline of the DVC tests, on a quarter of the training split and without
 # translate TTA: only the charts matter here, not the numbers in them.
 TINY = {
-    "data.source": "digits",
-    "epochs": 2,
-    "batch_size": 64,
-    "lr": 0.05,
-    "warmup_epochs": 0,
-    "flip": False,
-    "cutout": 0,
-    "resnet.width": 8,
-    "resnet.blocks": [1, 1],
-    "densenet.growth_rate": 4,
-    "densenet.blocks": [2, 2],
+    **TINY_PIPELINE,
     "train_fraction.resnet": 0.25,
     "train_fraction.densenet": 0.25,
     "tta_translate": 0,

@@ -10,24 +10,13 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from training_helpers import writing_bytecode
+from training_helpers import TINY_PIPELINE, writing_bytecode
 
 from cifar_study.workspace import commit_all, create_workspace, pipeline_env
 
 pytestmark = pytest.mark.slow
 
-TINY = {
-    "data.source": "digits",
-    "epochs": 1,
-    "batch_size": 64,
-    "lr": 0.05,
-    "warmup_epochs": 0,
-    "cutout": 0,
-    "resnet.width": 8,
-    "resnet.blocks": [1, 1],
-    "densenet.growth_rate": 4,
-    "densenet.blocks": [2, 2],
-}
+TINY = {**TINY_PIPELINE, "epochs": 1}
 
 
 def run(cwd: Path, *command: str) -> str:

@@ -42,6 +42,23 @@ TINY_RECIPE: dict[str, Any] = {
 }
 
 
+# The whole DVC pipeline on digits with tiny networks (workspace overrides): minutes of DVC,
+# seconds of training. The end-to-end DVC tests start from it.
+TINY_PIPELINE: dict[str, Any] = {
+    "data.source": "digits",
+    "epochs": 2,
+    "batch_size": 64,
+    "lr": 0.05,
+    "warmup_epochs": 0,
+    "flip": False,
+    "cutout": 0,
+    "resnet.width": 8,
+    "resnet.blocks": [1, 1],
+    "densenet.growth_rate": 4,
+    "densenet.blocks": [2, 2],
+}
+
+
 def tiny_params(**overrides: Any) -> Params:
     """The committed params.yaml with a tiny model and run, plus `overrides` (top-level keys)."""
     raw = yaml.safe_load(PARAMS_FILE.read_text())
