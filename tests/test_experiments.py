@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from training_helpers import TINY_PIPELINE, import_every_stage, writing_bytecode
+from training_helpers import TINY_PIPELINE, dvc_in, import_every_stage, run_in
 
 from cifar_study import recipes
 from cifar_study.config import parse_params
@@ -29,16 +29,8 @@ STAGES = [
 ]
 
 
-def dvc(workspace: Path, *args: str, timeout: float = 600) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "dvc", *args],
-        cwd=workspace,
-        env={**writing_bytecode(pipeline_env()), "DVC_NO_ANALYTICS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert done.returncode == 0, f"dvc {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
+def dvc(workspace: Path, *args: str) -> str:
+    done = dvc_in(workspace, *args)
     return done.stdout + done.stderr
 
 
@@ -142,15 +134,7 @@ def test_queued_sweep_and_exp_show(workspace: Path) -> None:
 
 def test_the_study_recipe_queues_an_experiment_with_exactly_its_values(workspace: Path) -> None:
     """DVC's own parsing of the recipe's `-S` arguments gives the values the recipe resolves to."""
-    done = subprocess.run(
-        [sys.executable, "-m", "cifar_study.recipes", "run", "study", "--", "--queue"],
-        cwd=workspace,
-        env={**writing_bytecode(pipeline_env()), "PYTHONPATH": "src", "DVC_NO_ANALYTICS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
+    run_in(workspace, sys.executable, "-m", "cifar_study.recipes", "run", "study", "--", "--queue")
     try:
         shown = json.loads(dvc(workspace, "exp", "show", "--json"))
         queued = [

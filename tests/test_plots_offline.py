@@ -17,16 +17,15 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 import yaml
-from training_helpers import TINY_PIPELINE, writing_bytecode
+from training_helpers import TINY_PIPELINE, dvc_in
 
-from cifar_study.workspace import PROJECT_ROOT, commit_all, create_workspace, pipeline_env
+from cifar_study.workspace import PROJECT_ROOT, commit_all, create_workspace
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 BROWSER = next(filter(None, map(shutil.which, BROWSERS)), None)
@@ -49,22 +48,9 @@ TINY = {
 }
 
 
-def dvc(workspace: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        [sys.executable, "-m", "dvc", *args],
-        cwd=workspace,
-        env={**writing_bytecode(pipeline_env()), "DVC_NO_ANALYTICS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, f"dvc {' '.join(args)}:\n{done.stdout}\n{done.stderr}"
-    return done
-
-
 def configured_template() -> str:
     """`plots.html_template` as the project's committed .dvc/config sets it."""
-    return dvc(PROJECT_ROOT, "config", "--project", "plots.html_template").stdout.strip()
+    return dvc_in(PROJECT_ROOT, "config", "--project", "plots.html_template").stdout.strip()
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +58,10 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny workspace set up like the project (template and config), run, plus experiment
     `other` (lr=0.01)."""
     ws = create_workspace(tmp_path_factory.mktemp("plots") / "ws", TINY)
-    assert dvc(ws, "config", "plots.html_template").stdout.strip() == configured_template()
-    dvc(ws, "repro")
+    assert dvc_in(ws, "config", "plots.html_template").stdout.strip() == configured_template()
+    dvc_in(ws, "repro")
     commit_all(ws, "run")
-    dvc(ws, "exp", "run", "-n", "other", "-S", "lr=0.01")
+    dvc_in(ws, "exp", "run", "-n", "other", "-S", "lr=0.01")
     return ws
 
 
@@ -260,7 +246,7 @@ def test_the_template_inlines_the_pinned_builds_with_their_licences() -> None:
 def test_plots_diff_draws_every_chart_offline_with_both_models(
     workspace: Path, tmp_path: Path
 ) -> None:
-    output = dvc(workspace, "plots", "diff", "HEAD", "other").stdout
+    output = dvc_in(workspace, "plots", "diff", "HEAD", "other").stdout
     page = workspace / "dvc_plots" / "index.html"
     assert page.resolve().as_uri() in output
     html = page.read_text(encoding="utf-8")
@@ -282,7 +268,9 @@ def test_dvc_default_page_draws_nothing_offline(workspace: Path, tmp_path: Path)
 
     default = tmp_path / "dvc-default.html"
     default.write_text(PAGE_HTML, encoding="utf-8")
-    dvc(workspace, "plots", "diff", "HEAD", "other", "--html-template", str(default), "-o", "cdn")
+    dvc_in(
+        workspace, "plots", "diff", "HEAD", "other", "--html-template", str(default), "-o", "cdn"
+    )
     page = workspace / "cdn" / "index.html"
     assert "cdn.jsdelivr.net" in page.read_text(encoding="utf-8")
     charts, console = drawn_charts(page, tmp_path / "profile")

@@ -4,15 +4,14 @@ fetch a model from the registry, then predict with what came back."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
-from training_helpers import TINY_PIPELINE, writing_bytecode
+from training_helpers import TINY_PIPELINE, run_in
 
-from cifar_study.workspace import commit_all, create_workspace, pipeline_env
+from cifar_study.workspace import commit_all, create_workspace
 
 pytestmark = pytest.mark.slow
 
@@ -20,9 +19,7 @@ TINY = {**TINY_PIPELINE, "epochs": 1}
 
 
 def run(cwd: Path, *command: str) -> str:
-    env = {**writing_bytecode(pipeline_env()), "DVC_NO_ANALYTICS": "1", "PYTHONPATH": "src"}
-    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, f"{' '.join(command)}:\n{done.stdout}\n{done.stderr}"
+    done = run_in(cwd, *command)
     return done.stdout + done.stderr
 
 

@@ -13,6 +13,7 @@ import yaml
 from cifar_study.config import Params, parse_params
 from cifar_study.data.prepared import PreparedData, Split
 from cifar_study.data.raw import RawDataset
+from cifar_study.workspace import pipeline_env
 
 PARAMS_FILE = Path(__file__).resolve().parents[1] / "params.yaml"
 CLASSES = ("red", "green", "blue", "grey")
@@ -96,6 +97,26 @@ def writing_bytecode(env: dict[str, str]) -> dict[str, str]:
     """`env` with Python's bytecode writing on, as on users' machines: DVC hashes the package
     folders that stages depend on, so tests of DVC behaviour must see the __pycache__ it makes."""
     return {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
+def run_in(cwd: Path, *command: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """Run `command` in `cwd` as a user would: this environment, bytecode on, no DVC analytics,
+    the checkout's src/ importable; a failure shows its output."""
+    env = {
+        **writing_bytecode(pipeline_env()),
+        "DVC_NO_ANALYTICS": "1",
+        "PYTHONPATH": "src",
+    }
+    done = subprocess.run(
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert done.returncode == 0, f"{' '.join(command)}:\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+def dvc_in(cwd: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """`dvc ARGS` in `cwd`, through `run_in`."""
+    return run_in(cwd, sys.executable, "-m", "dvc", *args, timeout=timeout)
 
 
 def import_every_stage(workspace: Path, env: dict[str, str]) -> None:
