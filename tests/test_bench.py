@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import os
 import runpy
+import shutil
+import subprocess
+import tarfile
 from pathlib import Path
 from typing import Any
 
 import pytest
-from training_helpers import tiny_raw
+import yaml
+from conftest import build_image_tree, make_tar
+from training_helpers import TINY_PIPELINE, tiny_raw
 
 from cifar_study.data.prepared import prepare
+from cifar_study.workspace import create_workspace, pipeline_env
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
@@ -48,3 +55,91 @@ def test_densenet_profile_prints_a_row_per_model_and_setting(
     ]
     assert len(rows) == 4  # two models × (NCHW, channels_last)
     assert all(line.count("%") == 5 for line in rows)
+
+
+def test_recipe_sweep_applies_overrides_and_refuses_unknown_keys() -> None:
+    overridden = script("recipe_sweep.py")["overridden"]
+    params = {"lr": 0.4, "resnet": {"dropout": 0.0}}
+    assert overridden(params, "lr=0.2 resnet.dropout=0.1") == {
+        "lr": 0.2,
+        "resnet": {"dropout": 0.1},
+    }
+    with pytest.raises(SystemExit, match="no key 'lrr'"):
+        overridden({"lr": 0.4}, "lrr=0.2")
+
+
+@pytest.mark.slow
+def test_recipe_sweep_trains_each_variant(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prepare(tiny_raw(n_train=12), tmp_path / "prepared", val_size=0.25, seed=0)
+    params = tmp_path / "params.yaml"
+    create_workspace(tmp_path / "ws", {**TINY_PIPELINE, "batch_size": 8})
+    shutil.copy(tmp_path / "ws" / "params.yaml", params)
+    args = ["--data", str(tmp_path / "prepared"), "--out", str(tmp_path / "sweep")]
+    script("recipe_sweep.py")["main"]([*args, "--params", str(params), "base", "lr=0.01"])
+    rows = capsys.readouterr().out.splitlines()[1:]
+    assert [row.split()[0] for row in rows] == ["base", "lr=0.01"]
+    assert all(row.split()[1] == "2" and row.endswith(" 0") for row in rows)  # 2 epochs, exit 0
+    trained = yaml.safe_load((tmp_path / "sweep" / "v1" / "params.yaml").read_text())
+    assert trained["lr"] == 0.01
+
+
+def gpu_run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    command = ["bash", str(BENCH / "gpu_run.sh"), *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((), "usage:"),
+        (("missing.tar.gz", "out"), "no archive at missing.tar.gz"),
+        ((__file__, "out", "5m"), "BUDGET_S must be whole seconds, got '5m'"),
+    ],
+)
+def test_gpu_run_refuses_bad_arguments(args: tuple[str, ...], message: str) -> None:
+    done = gpu_run(*args)
+    assert done.returncode == 2 and message in done.stderr
+
+
+@pytest.mark.slow
+def test_gpu_run_packs_a_whole_pipeline_run(tmp_path: Path) -> None:
+    """On the CPU, tiny: the ResNet in full, the DenseNet cut to what fits, everything packed."""
+    workspace = create_workspace(tmp_path / "ws", {**TINY_PIPELINE, "epochs": 4, "batch_size": 16})
+    shutil.copytree(BENCH, workspace / "bench")
+    archive = make_tar(build_image_tree(tmp_path / "images", 20, 4), tmp_path / "images.tar.gz")
+    env = {
+        **pipeline_env(),
+        "BENCH_ARGS": "--device cpu --tiny --images 64 --batch-size 16 --modes eager",
+        "RESERVE_S": "30",
+    }
+    done = subprocess.run(
+        [
+            "bash",
+            str(workspace / "bench" / "gpu_run.sh"),
+            str(archive),
+            str(tmp_path / "out"),
+            "600",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {
+        "results.tar.gz",
+        "resnet.pt",
+        "densenet.pt",
+    }
+    with tarfile.open(tmp_path / "out" / "results.tar.gz") as tar:
+        names = set(tar.getnames())
+        lock = yaml.safe_load(tar.extractfile("dvc.lock").read())
+    assert {"params.yaml", "metrics/comparison.json", "logs/bench-densenet-eager.log"} <= names
+    stages = lock["stages"]
+    assert (
+        stages["download"]["params"]["params.yaml"]["data.source"] == "data/external/images.tar.gz"
+    )
+    assert stages["train@resnet"]["params"]["params.yaml"]["epochs"] == 4
+    assert 3 <= stages["train@densenet"]["params"]["params.yaml"]["epochs"] <= 4

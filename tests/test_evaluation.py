@@ -193,6 +193,12 @@ def test_compare_reports_measured_numbers(trained: Path) -> None:
     report = (trained / "plots/comparison/report.md").read_text()
     assert f"{resnet['test']['acc']:.2%}" in report
     assert "| Share of the train split trained on | 100% | 100% |" in report
+    epochs = {
+        m: json.loads((trained / "models" / m / "model.json").read_text())["epochs"]
+        for m in ("resnet", "densenet")
+    }
+    assert f"resnet {epochs['resnet']} epochs on cpu" in report
+    assert f"densenet {epochs['densenet']} epochs on cpu" in report
     for png in ("curves.png", "per_class_accuracy.png"):
         assert (trained / "plots/comparison" / png).is_file()
 

@@ -42,11 +42,7 @@ def _read_model(model: str, model_root: Path, eval_root: Path) -> dict[str, Any]
             "row": summarise(info, evaluation),
             "history": info["history"],
             "per_class": evaluation["test"]["per_class_acc"],
-            "context": (
-                f"Measured by this pipeline run: {info['epochs']} epochs on "
-                f"{runtime['device']} ({runtime['precision']}); accuracy of the final weights "
-                "on the test split, which played no part in training or selection."
-            ),
+            "trained": f"{info['epochs']} epochs on {runtime['device']} ({runtime['precision']})",
         }
     except (KeyError, TypeError) as exc:
         raise DataError(
@@ -74,7 +70,11 @@ def main(argv: list[str] | None = None) -> int:
         {m: model["per_class"] for m, model in models.items()},
         args.report / "per_class_accuracy.png",
     )
-    context = models[args.models[0]]["context"]
+    trained = ", ".join(f"{m} {model['trained']}" for m, model in models.items())
+    context = (
+        f"Measured by this pipeline run: {trained}; accuracy of the final weights on the test "
+        "split, which played no part in training or selection."
+    )
     with atomic_path(args.report / "report.md") as tmp:
         tmp.write_text(
             markdown_report(comparison, ["curves.png", "per_class_accuracy.png"], context)

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# The whole GPU measurement as one command, for a CUDA machine without network access: the
+# committed pipeline on a local copy of CIFAR-10 and bench/gpu.py, inside a time budget.
+#
+#   bench/gpu_run.sh ARCHIVE OUT [BUDGET_S]      # BUDGET_S: seconds for everything (default 500)
+#
+# ARCHIVE is a local CIFAR-10 (the official tarball, or an image-folder .tar.gz): it is copied to
+# data/external/ and data.source points at it. In order:
+#   1. `dvc repro evaluate@resnet`: the ResNet with the committed params.yaml, in full;
+#   2. bench/gpu.py, eager, for the DenseNet: its training images/s;
+#   3. the DenseNet with the same recipe for as many epochs as fit what is left of the budget at
+#      that speed (all of them if they fit), then its evaluation and `compare`;
+#   4. bench/gpu.py for the rest (ResNet eager and both models compiled) while time remains.
+# The run's params.yaml and dvc.lock record what each stage ran with. OUT receives results.tar.gz
+# (dvc.lock, params.yaml, metrics/, plots/, model cards, logs) and each trained model.pt, also
+# when a step fails or runs out of time. Needs dvc and dvclive importable by $PYTHON (python3).
+# BENCH_ARGS adds arguments to every bench/gpu.py call (a CPU smoke run passes tiny sizes).
+set -euo pipefail
+
+[ $# -ge 2 ] || { echo "usage: $0 ARCHIVE OUT [BUDGET_S]" >&2; exit 2; }
+archive=$(realpath "$1")
+out=$(realpath -m "$2")
+budget=${3:-500}
+[ -f "$archive" ] || { echo "error: no archive at $1" >&2; exit 2; }
+[[ $budget =~ ^[0-9]+$ ]] || { echo "error: BUDGET_S must be whole seconds, got '$budget'" >&2; exit 2; }
+cd "$(dirname "$0")/.."
+py=${PYTHON:-python3}
+read -r -a bench_args <<< "${BENCH_ARGS:-}"
+start=$SECONDS
+left() { echo $((budget - (SECONDS - start))); }
+logs=$(mktemp -d)
+mkdir -p "$out"
+
+pack() {
+    cp -r "$logs" logs
+    tar czf "$out/results.tar.gz" --ignore-failed-read dvc.lock params.yaml metrics plots \
+        models/*/model.json logs 2>/dev/null || true
+    for model in models/*/; do
+        [ -f "$model/model.pt" ] && cp "$model/model.pt" "$out/$(basename "$model").pt"
+    done
+    echo "packed after $((SECONDS - start)) s:" && ls -l "$out"
+}
+trap pack EXIT
+
+# Stage commands call `PYTHONPATH=src python`; the machine may only have `python3`, and packages
+# carried in through PYTHONPATH would be lost. A wrapper, not a link: a virtual environment's
+# interpreter finds its packages by its own path.
+shims=$(mktemp -d)
+{
+    echo '#!/bin/sh'
+    [ -z "${PYTHONPATH:-}" ] || echo "export PYTHONPATH=\"\${PYTHONPATH:+\$PYTHONPATH:}$PYTHONPATH\""
+    echo "exec \"$(command -v "$py")\" \"\$@\""
+} > "$shims/python"
+chmod +x "$shims/python" && export PATH="$shims:$PATH"
+dvc() { "$py" -m dvc "$@"; }
+[ -d .git ] || dvc config --local core.no_scm true
+{ nvidia-smi || true; "$py" -c 'import torch; print("torch", torch.__version__)'; } > "$logs/machine.txt"
+
+set_param() {  # set_param KEY VALUE: rewrite the line `KEY: ...` of params.yaml, checked.
+    sed -i "s|^\(\s*$1:\) [^#]*|\1 $2 |" params.yaml
+    grep -qE "^\s*$1: $2 " params.yaml || { echo "error: could not set $1 in params.yaml" >&2; exit 1; }
+}
+mkdir -p data/external && cp "$archive" data/external/
+set_param source "data/external/$(basename "$archive")"
+
+echo "== 1. ResNet, committed recipe ($(left) s left)"
+timeout "$(left)" "$py" -m dvc repro evaluate@resnet 2>&1 | tee "$logs/resnet.log"
+
+echo "== 2. DenseNet throughput ($(left) s left)"
+timeout "$(left)" env PYTHONPATH=src "$py" bench/gpu.py --models densenet --modes eager \
+    --images 20480 --epochs 1 "${bench_args[@]}" 2>&1 | tee "$logs/bench-densenet-eager.log"
+rate=$(awk '$1 == "eager" && $2 ~ /^(bf16|fp16)$/ { gsub(",", "", $3); print $3 }' \
+    "$logs/bench-densenet-eager.log")
+
+# Seconds kept for the DenseNet's evaluation, `compare`, the rest of the benchmark and packing.
+reserve=${RESERVE_S:-120}
+train_images=$("$py" -c 'import json; print(json.load(open("data/prepared/dataset.json"))["counts"]["train"]["total"])')
+full=$(awk '/^epochs:/ { print $2 }' params.yaml)
+# 10% for validation passes, epoch ends and start-up.
+epochs=$(awk -v t="$(( $(left) - reserve ))" -v r="${rate:-0}" -v n="$train_images" -v e="$full" \
+    'BEGIN { k = int(t * r / (n * 1.1)); print (k < e ? k : e) }')
+echo "== 3. DenseNet: $epochs of $full epochs fit at ${rate:-?} images/s ($(left) s left)"
+if [ "$epochs" -ge 3 ]; then
+    set_param epochs "$epochs"
+    for stage in train@densenet evaluate@densenet compare; do
+        timeout "$(left)" "$py" -m dvc repro --single-item "$stage" 2>&1 | tee -a "$logs/densenet.log"
+    done
+fi
+
+echo "== 4. The rest of the benchmark ($(left) s left)"
+for models in "resnet --modes eager compile" "densenet --modes compile"; do
+    [ "$(left)" -gt 20 ] || break
+    read -r -a args <<< "$models"
+    timeout "$(( $(left) - 10 ))" env PYTHONPATH=src "$py" bench/gpu.py --models "${args[@]}" \
+        --images 20480 --epochs 1 "${bench_args[@]}" 2>&1 | tee -a "$logs/bench-rest.log" || true
+done

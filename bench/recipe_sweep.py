@@ -1,0 +1,108 @@
+"""Train recipe variants side by side and print each one's validation accuracy.
+
+    python bench/recipe_sweep.py --data data/prepared --out /tmp/sweep --model resnet \
+        base lr=0.2 decay_norm_and_bias=false "ema_decay=0.999 seed=1"
+
+Each positional argument is one variant: space-separated `key=value` overrides of params.yaml
+(dotted keys for nested ones, e.g. `resnet.dropout=0.2`; `base` for none). All variants train at
+once, one process each: a small model leaves most of a GPU idle, so concurrent runs cost little
+more than one. Selection reads the validation split only. --budget-s stops the stragglers; what
+they logged so far is still reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def overridden(params: dict, variant: str) -> dict:
+    """params.yaml's content with the variant's `key=value` overrides applied (values as YAML)."""
+    for item in variant.split():
+        if item == "base":
+            continue
+        key, _, value = item.partition("=")
+        *parents, leaf = key.split(".")
+        section = params
+        for parent in parents:
+            section = section[parent]
+        if leaf not in section:
+            raise SystemExit(f"variant {variant!r}: params.yaml has no key {key!r}")
+        section[leaf] = yaml.safe_load(value)
+    return params
+
+
+def curve(live: Path) -> list[float]:
+    """Validation accuracy per epoch, as DVCLive logged it."""
+    path = live / "plots" / "metrics" / "val" / "acc.tsv"
+    if not path.exists():
+        return []
+    with path.open() as f:
+        return [float(row["acc"]) for row in csv.DictReader(f, delimiter="\t")]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("variants", nargs="+", help="'key=value ...' overrides per variant")
+    parser.add_argument("--data", type=Path, required=True, help="prepared data with a val split")
+    parser.add_argument("--out", type=Path, required=True, help="folder for each variant's run")
+    parser.add_argument("--model", default="resnet")
+    parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
+    parser.add_argument("--budget-s", type=float, default=3600.0)
+    args = parser.parse_args(argv)
+
+    base = yaml.safe_load(args.params.read_text())
+    runs: dict[str, tuple[Path, subprocess.Popen]] = {}
+    for index, variant in enumerate(args.variants):
+        folder = args.out / f"v{index}"
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "params.yaml").write_text(
+            yaml.safe_dump(overridden(yaml.safe_load(yaml.safe_dump(base)), variant))
+        )
+        (folder / "variant.txt").write_text(variant + "\n")
+        command = [
+            sys.executable,
+            "-m",
+            "cifar_study.stages.train",
+            "--model",
+            args.model,
+            "--params",
+            str(folder / "params.yaml"),
+            "--data",
+            str(args.data),
+            "--out",
+            str(folder / "model"),
+            "--checkpoint",
+            str(folder / "last.pt"),
+            "--live",
+            str(folder / "live"),
+        ]
+        log = (folder / "train.log").open("w")
+        runs[variant] = folder, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+
+    deadline = time.monotonic() + args.budget_s
+    while any(p.poll() is None for _, p in runs.values()) and time.monotonic() < deadline:
+        time.sleep(1)
+    for _, process in runs.values():
+        if process.poll() is None:
+            process.terminate()
+    for _, process in runs.values():
+        process.wait()
+
+    print(f"{'variant':44} {'epochs':>6} {'final val':>9} {'best val':>9}  exit")
+    for variant, (folder, process) in runs.items():
+        accs = curve(folder / "live")
+        final, best = (f"{accs[-1]:.2%}", f"{max(accs):.2%}") if accs else ("-", "-")
+        print(f"{variant:44} {len(accs):6} {final:>9} {best:>9}  {process.returncode}")
+
+
+if __name__ == "__main__":
+    main()
