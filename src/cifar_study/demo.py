@@ -19,9 +19,8 @@ from cifar_study.workspace import PROJECT_ROOT, commit_all, create_workspace, pi
 
 # Small enough to finish in minutes on two CPU cores, with no network. The ResNet is the study's
 # own; the DenseNet is shrunk (DenseNet-BC k=12, 3×4 layers) because the full one trains at
-# about 20 images/s on such a CPU. Digits are not mirror-symmetric: no flips. lr 0.1: at 0.05 the
-# small DenseNet's test accuracy swung between 35% and 55% from seed to seed, at 0.1 it gave
-# 76-81% (ResNet 98-99%), at 0.2 the ResNet fell to 31%.
+# about 20 images/s on such a CPU. Digits are not mirror-symmetric: no flips. Why lr 0.1:
+# docs/measurements-cpu.md.
 DEMO_OVERRIDES = {
     "data.source": "digits",
     "epochs": 4,
