@@ -1,8 +1,7 @@
-"""The training engine: schedules, learning, checkpoints, resume, DDP."""
+"""The training engine: learning, lr samples within epochs, checkpoints, resume, DDP."""
 
 from __future__ import annotations
 
-import itertools
 import math
 import signal
 import socket
@@ -17,93 +16,16 @@ from training_helpers import EPOCH_METRICS, tiny_params, tiny_prepared
 from cifar_study.errors import ConfigError, StudyError
 from cifar_study.models import build_model
 from cifar_study.training.checkpoint import load_checkpoint, save_checkpoint
-from cifar_study.training.engine import NonFiniteLoss, Trainer, TrainingInterrupted
-from cifar_study.training.optim import build_optimizer, build_scheduler, lr_factor
+from cifar_study.training.engine import (
+    LR_SAMPLES,
+    LR_SAMPLES_PER_EPOCH,
+    NonFiniteLoss,
+    Trainer,
+    TrainingInterrupted,
+)
 from cifar_study.training.runtime import resolve_runtime
 
 CPU = resolve_runtime("cpu", "auto", channels_last=False)
-
-
-# -- schedules --------------------------------------------------------------------------------
-
-
-def _factors(schedule: str, total: int = 100, warmup: int = 10, **kw: float) -> list[float]:
-    return [
-        lr_factor(
-            s, total_steps=total, warmup_steps=warmup, steps_per_epoch=10, schedule=schedule, **kw
-        )
-        for s in range(total)
-    ]
-
-
-def test_warmup_rises_linearly_to_the_peak() -> None:
-    f = _factors("constant")
-    assert f[:10] == pytest.approx([(i + 1) / 10 for i in range(10)])
-    assert f[10:] == [1.0] * 90
-
-
-def test_onecycle_and_cosine_decay_from_peak_to_near_zero() -> None:
-    for schedule in ("onecycle", "cosine"):
-        f = _factors(schedule)
-        after = f[10:]
-        assert after[0] == pytest.approx(1.0)
-        assert all(a >= b for a, b in itertools.pairwise(after)), schedule
-        assert after[-1] < 0.05, schedule
-
-
-def test_step_schedule_multiplies_by_gamma_every_step_every_epochs() -> None:
-    f = _factors("step", warmup=0, step_every=3, step_gamma=0.5)
-    assert f[29] == 1.0 and f[30] == 0.5 and f[59] == 0.5 and f[60] == 0.25
-
-
-def test_per_epoch_cosine_matches_torchs_scheduler_stepped_once_per_epoch() -> None:
-    """The study's CosineAnnealingLR(T_max=epochs), stepped after each epoch, no warm-up."""
-    params = tiny_params(epochs=6, schedule="cosine", warmup_epochs=0, schedule_per="epoch")
-    ours_optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=params.lr)
-    ours = build_scheduler(ours_optimizer, params, steps_per_epoch=4)
-    torch_optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=params.lr)
-    reference = torch.optim.lr_scheduler.CosineAnnealingLR(torch_optimizer, T_max=6)
-    for _epoch in range(6):
-        expected = torch_optimizer.param_groups[0]["lr"]
-        for _step in range(4):
-            assert ours_optimizer.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-12)
-            ours_optimizer.step()
-            ours.step()
-        torch_optimizer.step()
-        reference.step()
-
-
-def test_per_step_schedule_is_unchanged_by_the_unit_option() -> None:
-    params = tiny_params(epochs=3, warmup_epochs=1)
-    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=params.lr)
-    scheduler = build_scheduler(optimizer, params, steps_per_epoch=5)
-    seen = []
-    for _ in range(15):
-        seen.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        scheduler.step()
-    factors = [
-        lr_factor(s, total_steps=15, warmup_steps=5, steps_per_epoch=5, schedule="onecycle")
-        for s in range(15)
-    ]
-    assert seen == [params.lr * f for f in factors]
-
-
-def test_norm_and_bias_parameters_can_be_spared_weight_decay() -> None:
-    model = build_model("resnet", num_classes=4, width=4, blocks=(1, 1))
-    shared = build_optimizer(model, tiny_params())
-    assert len(shared.param_groups) == 1 and shared.param_groups[0]["weight_decay"] == 5e-4
-    split = build_optimizer(model, tiny_params(decay_norm_and_bias=False))
-    decayed, spared = split.param_groups
-    assert decayed["weight_decay"] == 5e-4 and spared["weight_decay"] == 0.0
-    assert all(p.ndim == 4 or p.ndim == 2 for p in decayed["params"])  # conv and linear weights
-    bn = model.stem[1]
-    assert any(p is bn.weight for p in spared["params"]) and any(
-        p is model.fc.bias for p in spared["params"]
-    )
-    assert sum(p.numel() for g in split.param_groups for p in g["params"]) == sum(
-        p.numel() for p in model.parameters()
-    )
 
 
 # -- training ---------------------------------------------------------------------------------
@@ -124,7 +46,32 @@ def test_training_learns_an_easy_task(tmp_path: Path, model: str) -> None:
     assert history[-1]["train/loss"] < history[0]["train/loss"]
     assert history[-1]["val/acc"] >= 0.75  # chance is 0.25
     for metrics in history:
-        assert set(metrics) == set(EPOCH_METRICS)
+        assert set(metrics) == {*EPOCH_METRICS, LR_SAMPLES}
+
+
+def test_lr_samples_trace_the_schedule_within_every_epoch_from_the_first_step(
+    tmp_path: Path,
+) -> None:
+    """96 images / batch 4 = 24 steps per epoch, more than the samples: warm-up over epoch 1."""
+    trainer = _trainer(tmp_path, epochs=2, batch_size=4, warmup_epochs=1)
+    step = trainer._step
+    seen: list[float] = []  # the lr every step ran with
+
+    def recording(x, y):
+        seen.append(trainer.optimizer.param_groups[0]["lr"])
+        return step(x, y)
+
+    trainer._step = recording  # type: ignore[method-assign]
+    history = trainer.fit()
+    assert history[0][LR_SAMPLES][0] == [0.0, seen[0]]
+    assert seen[0] == pytest.approx(trainer.params.lr / 24)  # warm-up starts near 0
+    for epoch, metrics in enumerate(history):
+        at = [position for position, _ in metrics[LR_SAMPLES]]
+        assert len(at) == LR_SAMPLES_PER_EPOCH
+        assert at == sorted(set(at)) and at[0] == epoch and at[-1] == epoch + 23 / 24
+        for position, lr in metrics[LR_SAMPLES]:
+            assert lr == seen[round(position * 24)]
+    assert history[-1][LR_SAMPLES][-1][1] == seen[-1] == history[-1]["lr"]
 
 
 def test_keeping_the_last_batch_trains_on_every_image(tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
@@ -96,8 +97,54 @@ def test_markdown_report_has_every_model_and_the_gap() -> None:
     assert versus["parameter_ratio"] == pytest.approx(1.1)
     text = comparison.markdown_report(result, ["curves.png"], "context")
     assert "| Test accuracy (final weights) | 90.00% | 80.00% |" in text
-    assert "b has +10.0% parameters, 2.00× the multiply-accumulates" in text
+    assert (
+        "The a's test accuracy is 10.00 percentage points higher than the b's (9.00 percentage "
+        "points higher with flip TTA); the b has 1.10× the parameters, 2.00× the "
+        "multiply-accumulates and took 3.00× the training time of the a." in text
+    )
     assert "![curves](curves.png)" in text
+    smaller = {**other, "test_acc": 0.95, "parameters": 40_000}
+    text = comparison.markdown_report(comparison.compare({"a": row, "c": smaller}), [], "")
+    assert "5.00 percentage points lower" in text and "the c has 0.04× the parameters" in text
+
+
+def _history(epochs: int, lr_samples: bool) -> list[dict]:
+    """Per-epoch metrics as model.json holds them, with a loss spike in the first epoch."""
+    return [
+        {
+            "train/loss": 50.0 if e == 0 else 1.0 / (e + 1),
+            "train/acc": 0.5,
+            "val/loss": 0.8 / (e + 1),
+            "val/acc": 0.6,
+            "lr": 0.1,
+            **({"lr_samples": [[e, 0.01 * (e + 1)], [e + 0.5, 0.1]]} if lr_samples else {}),
+        }
+        for e in range(epochs)
+    ]
+
+
+def test_curves_figure_has_a_log_loss_one_colour_per_model_and_the_lr_within_epochs() -> None:
+    fig = comparison.curves_figure({"a": _history(3, True), "b": _history(2, False)})
+    loss, accuracy, lr = fig.axes
+    assert loss.get_yscale() == "log" and accuracy.get_yscale() == "linear"
+    for ax in (loss, accuracy):
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        assert list(lines) == ["a train", "a validation", "b train", "b validation"]
+        assert [lines[f"a {split}"].get_linestyle() for split in ("train", "validation")] == [
+            "--",
+            "-",
+        ]
+        assert lines["a train"].get_color() == lines["a validation"].get_color()
+        assert lines["a train"].get_color() != lines["b train"].get_color()
+        assert list(lines["a validation"].get_xdata()) == [1, 2, 3]  # at each epoch's end
+    sampled, fallback = lr.get_lines()
+    assert sampled.get_color() == loss.get_lines()[0].get_color()
+    assert list(sampled.get_xdata()) == [0, 0.5, 1, 1.5, 2, 2.5]
+    assert list(sampled.get_ydata()) == [0.01, 0.1, 0.02, 0.1, 0.03, 0.1]
+    assert fallback.get_label() == "b (epoch ends only)"
+    assert list(fallback.get_xdata()) == [1, 2] and list(fallback.get_ydata()) == [0.1, 0.1]
+    assert all(ax.get_xlabel() == "epoch" and ax.get_ylabel() for ax in fig.axes)
+    plt.close(fig)
 
 
 @pytest.fixture(scope="module")
@@ -183,6 +230,16 @@ def test_evaluate_writes_metrics_and_figures(trained: Path) -> None:
         for png in ("confusion_matrix.png", "reliability.png", "confident_errors.png"):
             with Image.open(trained / "plots" / model / png) as image:
                 assert image.format == "PNG"
+
+
+def test_model_json_keeps_lr_samples_in_history_and_out_of_the_final_metrics(
+    trained: Path,
+) -> None:
+    info = json.loads((trained / "models/resnet/model.json").read_text())
+    assert all(epoch["lr_samples"] for epoch in info["history"])
+    assert info["history"][0]["lr_samples"][0][0] == 0.0
+    assert "lr_samples" not in info["final"]
+    assert not (trained / "metrics/train/resnet/plots/metrics/lr_samples.tsv").exists()
 
 
 def test_compare_reports_measured_numbers(trained: Path) -> None:

@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib import ticker
 
 from cifar_study.evaluation.figures import save_figure
 
@@ -104,34 +105,93 @@ def markdown_report(comparison: dict[str, Any], charts: list[str], context: str)
     for other, diff in comparison[f"{names[0]}_versus"].items():
         lines += [
             "",
-            f"{names[0]} against {other}: test accuracy {diff['test_acc_gap']:+.2%} "
-            f"({diff['test_acc_flip_tta_gap']:+.2%} with flip TTA); {other} has "
-            f"{diff['parameter_ratio'] - 1:+.1%} parameters, {diff['macs_ratio']:.2f}× the "
-            f"multiply-accumulates and took {diff['train_time_ratio']:.2f}× the training time.",
+            f"The {names[0]}'s test accuracy is {_points(diff['test_acc_gap'])} than the "
+            f"{other}'s ({_points(diff['test_acc_flip_tta_gap'])} with flip TTA); the {other} "
+            f"has {diff['parameter_ratio']:.2f}× the parameters, "
+            f"{diff['macs_ratio']:.2f}× the multiply-accumulates and took "
+            f"{diff['train_time_ratio']:.2f}× the training time of the {names[0]}.",
         ]
     lines += ["", *[f"![{Path(c).stem}]({c})" for c in charts], ""]
     return "\n".join(lines)
 
 
-def curves_png(histories: dict[str, list[dict[str, float]]], path: Path) -> None:
-    """Loss, accuracy and learning rate per epoch, every model overlaid."""
-    panels = [
-        ("loss", ["train/loss", "val/loss"]),
-        ("accuracy", ["train/acc", "val/acc"]),
-        ("learning rate", ["lr"]),
-    ]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for ax, (title, keys) in zip(axes, panels, strict=True):
-        for name, history in histories.items():
-            for key in keys:
-                values = [epoch[key] for epoch in history if key in epoch]
-                if values:
-                    style = "--" if key.startswith("train") else "-"
-                    ax.plot(range(1, len(values) + 1), values, style, label=f"{name} {key}")
+def _points(gap: float) -> str:
+    """An accuracy difference in percentage points, as said: "0.78 percentage points higher"."""
+    return f"{abs(gap) * 100:.2f} percentage points {'higher' if gap >= 0 else 'lower'}"
+
+
+_SPLITS = (("train", "--", "train"), ("val", "-", "validation"))  # key prefix, style, label
+
+
+def curves_figure(histories: dict[str, list[dict[str, Any]]]) -> plt.Figure:
+    """Loss (log scale), accuracy and the learning rate over training, every model overlaid.
+
+    One colour per model, dashed for train and solid for validation; the x axis counts epochs
+    completed, so epoch k's metrics sit at k and the lr samples between.
+    """
+    fig, (loss, accuracy, lr) = plt.subplots(1, 3, figsize=(15, 4.4), sharex=True)
+    for i, (name, history) in enumerate(histories.items()):
+        colour = f"C{i}"
+        for prefix, style, label in _SPLITS:
+            for ax, metric in ((loss, "loss"), (accuracy, "acc")):
+                _plot_metric(ax, history, f"{prefix}/{metric}", colour, style, f"{name} {label}")
+        lr_label = name if _has_lr_samples(history) else f"{name} (epoch ends only)"
+        lr.plot(*_lr_schedule(history), color=colour, label=lr_label)
+    loss.set_yscale("log")
+    loss.yaxis.set_major_locator(ticker.LogLocator(subs=(1, 2, 3, 5, 7)))
+    loss.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+    loss.yaxis.set_minor_formatter(ticker.NullFormatter())
+    loss.set(title="loss", ylabel="cross-entropy (log scale)")
+    accuracy.yaxis.set_major_formatter(ticker.PercentFormatter(1.0))
+    accuracy.set(title="accuracy", ylabel="accuracy")
+    lr.set(title="learning rate", ylabel="learning rate", ylim=(0, None))
+    lr.legend(fontsize=8)
+    for ax in (loss, accuracy, lr):
         ax.set_xlabel("epoch")
-        ax.set_title(title)
-        ax.legend(fontsize=7)
-    save_figure(fig, path)
+        ax.set_xlim(left=0)
+        ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    handles, labels = loss.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=len(labels), frameon=False)
+    fig.text(
+        0.5,
+        -0.02,
+        "train: mean over each epoch's augmented batches while the weights changed; "
+        "validation: the weights evaluated (the EMA average if enabled) at the epoch's end",
+        ha="center",
+        fontsize=8,
+    )
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
+    return fig
+
+
+def _plot_metric(
+    ax: plt.Axes, history: list[dict[str, Any]], key: str, colour: str, style: str, label: str
+) -> None:
+    """One per-epoch metric at the end of each epoch that logged it, with a dot per epoch."""
+    logged = [(epoch, metrics[key]) for epoch, metrics in enumerate(history, 1) if key in metrics]
+    if logged:
+        epochs, values = zip(*logged, strict=True)
+        ax.plot(epochs, values, style, color=colour, marker="o", markersize=2, label=label)
+
+
+def _has_lr_samples(history: list[dict[str, Any]]) -> bool:
+    """Whether every epoch recorded lr samples (the model.json of an older run has none)."""
+    return bool(history) and all("lr_samples" in epoch for epoch in history)
+
+
+def _lr_schedule(history: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
+    """The learning rate against epochs completed: the samples taken within every epoch, or
+    without them, each epoch's last lr at the epoch's end."""
+    if _has_lr_samples(history):
+        samples = [sample for epoch in history for sample in epoch["lr_samples"]]
+        return [at for at, _ in samples], [value for _, value in samples]
+    return list(range(1, len(history) + 1)), [epoch["lr"] for epoch in history]
+
+
+def curves_png(histories: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    """Write curves_figure as a PNG."""
+    save_figure(curves_figure(histories), path)
 
 
 def per_class_png(per_class: dict[str, dict[str, float]], path: Path) -> None:
@@ -142,9 +202,12 @@ def per_class_png(per_class: dict[str, dict[str, float]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(classes)), 4))
     for i, name in enumerate(names):
         positions = np.arange(len(classes)) + (i - (len(names) - 1) / 2) * width
-        ax.bar(positions, [per_class[name][c] for c in classes], width, label=name)
+        bars = ax.bar(positions, [per_class[name][c] for c in classes], width, label=name)
+        ax.bar_label(bars, fmt="{:.1%}", rotation=90, padding=2, fontsize=7)
     ax.set_xticks(range(len(classes)), classes, rotation=30, ha="right")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("test accuracy")
-    ax.legend()
+    ax.set_ylim(0, 1.15)  # room for the labels above full bars
+    ax.set_yticks(np.linspace(0, 1, 6))
+    ax.yaxis.set_major_formatter(ticker.PercentFormatter(1.0))
+    ax.set(ylabel="test accuracy", title="test accuracy per class")
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.08), ncol=len(names), frameon=False)
     save_figure(fig, path)

@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         labels,
         probs,
         classes,
-        f"{info['model']}: most confident mistakes",
+        f"{info['model']}: most confident mistakes on the test split",
         args.plots / "confident_errors.png",
     )
     print(

@@ -30,7 +30,7 @@ from cifar_study.inference import save_trained
 from cifar_study.models import build_model, check_model_name
 from cifar_study.models.init import initialise, whiten_first_conv
 from cifar_study.models.profile import count_parameters, macs_per_image
-from cifar_study.training.engine import StopSignal, Trainer, TrainingInterrupted
+from cifar_study.training.engine import LR_SAMPLES, StopSignal, Trainer, TrainingInterrupted
 from cifar_study.training.runtime import Runtime, process_group, resolve_runtime
 
 
@@ -156,17 +156,22 @@ def _open_live(folder: Path, size: dict[str, int], runtime: Runtime) -> Live:
     return live
 
 
-def _log_epoch(live: Live | None, epoch: int, metrics: dict[str, float]) -> None:
+def _epoch_scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    """One epoch's metrics without its within-epoch lr samples: one number per name."""
+    return {name: value for name, value in metrics.items() if name != LR_SAMPLES}
+
+
+def _log_epoch(live: Live | None, epoch: int, metrics: dict[str, Any]) -> None:
     """Log one epoch at step = epoch number, the same names for every model."""
     if live is None:
         return
     live.step = epoch
-    for name, value in metrics.items():
+    for name, value in _epoch_scalars(metrics).items():
         live.log_metric(name, value)
     live.next_step()
 
 
-def _report(live: Live | None, epoch: int, params: Params, metrics: dict[str, float]) -> None:
+def _report(live: Live | None, epoch: int, params: Params, metrics: dict[str, Any]) -> None:
     _log_epoch(live, epoch, metrics)
     if live is None:
         return
@@ -205,7 +210,7 @@ def export(
         **size,
         "epochs": trainer.epoch,
         "ema": trainer.ema is not None,
-        "final": trainer.history[-1] if trainer.history else {},
+        "final": _epoch_scalars(trainer.history[-1]) if trainer.history else {},
         "history": trainer.history,
         "train_time_s": sum(m["epoch_time_s"] for m in trainer.history),
         "runtime": resolved_runtime(trainer.runtime),

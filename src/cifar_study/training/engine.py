@@ -39,7 +39,12 @@ CHECKPOINT_FORMAT = 1
 # Steps between host reads of the running loss (finiteness check, progress bar): each read
 # waits for the GPU to drain its queue of work.
 SYNC_EVERY = 50
-EpochCallback = Callable[[dict[str, float]], None]
+# The learning rate is recorded at this many evenly spaced steps of every epoch, its first and
+# last included, under LR_SAMPLES in the epoch's metrics: [epochs completed + step fraction, lr]
+# pairs, so that a figure can draw the schedule within epochs (warm-up included).
+LR_SAMPLES_PER_EPOCH = 8
+LR_SAMPLES = "lr_samples"
+EpochCallback = Callable[[dict[str, Any]], None]
 
 
 class TrainingInterrupted(StudyError):
@@ -186,8 +191,10 @@ class Trainer:
         self.batch = 0  # steps completed within the current epoch
         self.perm: torch.Tensor | None = None  # the current epoch's sample order
         self.partial = _empty_partial()  # running sums of the current epoch
-        self.history: list[dict[str, float]] = []
+        self.history: list[dict[str, Any]] = []
         self.last_lr = params.lr  # the lr of the latest step, for logging
+        self.lr_samples: list[list[float]] = []  # the current epoch's, see LR_SAMPLES
+        self._lr_sample_steps = _evenly_spaced(self.steps_per_epoch, LR_SAMPLES_PER_EPOCH)
         # Kept on the device during an epoch (see _train_epoch): the running loss sum and
         # correct count, and the first step whose loss was not finite with that loss.
         self._sums = torch.zeros(2, dtype=torch.float64)
@@ -206,6 +213,7 @@ class Trainer:
             "partial": dict(self.partial),
             "history": list(self.history),
             "last_lr": self.last_lr,
+            "lr_samples": list(self.lr_samples),
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -245,6 +253,7 @@ class Trainer:
         self.epoch, self.batch, self.perm = state["epoch"], state["batch"], state["perm"]
         self.partial, self.history = dict(state["partial"]), list(state["history"])
         self.last_lr = state["last_lr"]
+        self.lr_samples = list(state["lr_samples"])
         self.order_rng.set_state(state["order_rng"])
         set_rng_state(state["rng"][self.runtime.rank])
         self._say(f"resuming from {self.checkpoint_path}: epoch {self.epoch + 1} step {self.batch}")
@@ -266,7 +275,7 @@ class Trainer:
 
     # -- the loop ---------------------------------------------------------------------------
 
-    def fit(self, on_epoch: EpochCallback | None = None) -> list[dict[str, float]]:
+    def fit(self, on_epoch: EpochCallback | None = None) -> list[dict[str, Any]]:
         """Train until `params.epochs`; checkpoint after every epoch and when a signal arrives."""
         self.forward_model.train()
         try:
@@ -279,7 +288,7 @@ class Trainer:
                     metrics.update({"val/loss": val["loss"], "val/acc": val["acc"]})
                 self.history.append(metrics)
                 self.epoch, self.batch, self.perm = self.epoch + 1, 0, None
-                self.partial = _empty_partial()
+                self.partial, self.lr_samples = _empty_partial(), []
                 # Checkpoint before reporting: a crash in between replays from the checkpoint.
                 self.save()
                 if on_epoch is not None:
@@ -296,7 +305,7 @@ class Trainer:
         """The weights that are evaluated and exported: the EMA average when enabled."""
         return self.ema.module if self.ema is not None else self.model
 
-    def _train_epoch(self) -> dict[str, float]:
+    def _train_epoch(self) -> dict[str, Any]:
         params, runtime = self.params, self.runtime
         if self.perm is None:
             self.perm = torch.randperm(len(self.train_split), generator=self.order_rng)
@@ -325,6 +334,8 @@ class Trainer:
             index = batch_index[runtime.rank * local : (runtime.rank + 1) * local]
             x, y = self.train_split.batch(index, self.augmentation, runtime.channels_last)
             loss, correct = self._step(x, y)
+            if b in self._lr_sample_steps:
+                self.lr_samples.append([self.epoch + b / self.steps_per_epoch, self.last_lr])
             self._watch_finite(loss, b + 1)
             self._sums += torch.stack([loss.detach().double() * len(y), correct.double()])
             self.batch = b + 1
@@ -359,6 +370,7 @@ class Trainer:
             "train/loss": totals[0].item() / totals[2].item(),
             "train/acc": totals[1].item() / totals[2].item(),
             "lr": self.last_lr,
+            LR_SAMPLES: self.lr_samples,
             "epoch_time_s": seconds,
             "images_per_s": totals[2].item() / seconds,
         }
@@ -436,6 +448,12 @@ class Trainer:
     def _say(self, message: str) -> None:
         if self.runtime.is_main:
             print(message, flush=True)
+
+
+def _evenly_spaced(steps: int, count: int) -> frozenset[int]:
+    """Up to `count` (at least 2) step indices spread evenly over 0 .. steps - 1, both ends
+    included; fewer when the epoch has fewer steps."""
+    return frozenset(round(i * (steps - 1) / (count - 1)) for i in range(count))
 
 
 def _empty_partial() -> dict[str, float]:
