@@ -9,7 +9,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import make_tar, tree_listing
+from training_helpers import file_member, make_tar, special_member, tree_listing
 
 from cifar_study.data.archive import is_archive, safe_extract
 from cifar_study.errors import DataError
@@ -28,21 +28,6 @@ def write_tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -
             else:
                 tar.addfile(info)
     return path
-
-
-def file_member(name: str, data: bytes) -> tuple[tarfile.TarInfo, bytes]:
-    info = tarfile.TarInfo(name)
-    info.mode = 0o644
-    return info, data
-
-
-def special_member(name: str, kind: bytes, linkname: str = "") -> tuple[tarfile.TarInfo, None]:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.linkname = linkname
-    if kind in (tarfile.CHRTYPE, tarfile.BLKTYPE):
-        info.devmajor, info.devminor = 1, 3
-    return info, None
 
 
 def good_members() -> list[tuple[tarfile.TarInfo, bytes | None]]:

@@ -12,8 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from conftest import build_image_tree, make_tar
-from training_helpers import TINY_PIPELINE, tiny_raw
+from training_helpers import TINY_PIPELINE, build_image_tree, make_tar, tiny_raw
 
 from cifar_study.data.prepared import prepare
 from cifar_study.workspace import create_workspace, pipeline_env

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import make_tar
 from PIL import Image
-from training_helpers import import_every_stage
+from training_helpers import import_every_stage, make_tar
 
 from cifar_study.data.prepared import load_prepared
 from cifar_study.workspace import commit_all, create_workspace

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from training_helpers import TINY_PIPELINE, dvc_in, import_every_stage, run_in
+from training_helpers import TINY_PIPELINE, dvc, import_every_stage, run_in
 
 from cifar_study import recipes
 from cifar_study.config import parse_params
@@ -27,11 +27,6 @@ STAGES = [
     "evaluate@densenet",
     "compare",
 ]
-
-
-def dvc(workspace: Path, *args: str) -> str:
-    done = dvc_in(workspace, *args)
-    return done.stdout + done.stderr
 
 
 def ran(output: str) -> set[str]:

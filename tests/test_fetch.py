@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import io
 import re
 import ssl
 import time
@@ -13,54 +12,15 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from training_helpers import FETCH_URL as URL
+from training_helpers import FakeOpener, FakeResponse, http_error, install
 
 from cifar_study.data import fetch
 from cifar_study.data.fetch import download
 from cifar_study.errors import DownloadError
 
-URL = "https://example.invalid/files/archive.tar.gz"
 BODY = b"the archive's bytes " * 5000
 BODY_MD5 = hashlib.md5(BODY).hexdigest()
-
-
-class FakeResponse:
-    """What urllib's opener returns: a context manager with `.headers` and `.read(n)`."""
-
-    def __init__(self, body: bytes, fail_after: int | None = None, error: Exception | None = None):
-        self._body = io.BytesIO(body)
-        self.headers = {"Content-Length": str(len(body))}
-        self._fail_after = fail_after
-        self._error = error
-
-    def read(self, n: int = -1) -> bytes:
-        if self._fail_after is not None and self._body.tell() >= self._fail_after:
-            raise self._error  # type: ignore[misc]
-        return self._body.read(n)
-
-    def __enter__(self) -> FakeResponse:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._body.close()
-
-
-class FakeOpener:
-    """Answers each `.open()` with the next scripted outcome: a response or an exception."""
-
-    def __init__(self, *outcomes: FakeResponse | Exception):
-        self.outcomes = list(outcomes)
-        self.calls: list[tuple[str, float]] = []
-
-    def open(self, url: str, timeout: float) -> FakeResponse:
-        self.calls.append((url, timeout))
-        outcome = self.outcomes.pop(0)
-        if isinstance(outcome, Exception):
-            raise outcome
-        return outcome
-
-
-def http_error(code: int, reason: str) -> urllib.error.HTTPError:
-    return urllib.error.HTTPError(URL, code, reason, hdrs=None, fp=None)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -69,12 +29,6 @@ def no_sleep(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     waits: list[float] = []
     monkeypatch.setattr(fetch.time, "sleep", waits.append)
     return waits
-
-
-def install(monkeypatch: pytest.MonkeyPatch, *outcomes: FakeResponse | Exception) -> FakeOpener:
-    opener = FakeOpener(*outcomes)
-    monkeypatch.setattr(fetch, "_OPENER", opener)
-    return opener
 
 
 def test_unreachable_host_fails_fast_with_advice_and_leaves_nothing(

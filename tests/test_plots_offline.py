@@ -15,7 +15,6 @@ import hashlib
 import json
 import re
 import shutil
-import socket
 import subprocess
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from training_helpers import TINY_PIPELINE, dvc_in
+from training_helpers import TINY_PIPELINE, closed_port, dvc_in
 
 from cifar_study.workspace import PROJECT_ROOT, commit_all, create_workspace
 
@@ -66,12 +65,6 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 # --------------------------------------------------------------------------- the browser
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def render(page: Path, profile: Path, *extra: str) -> tuple[str, list[str]]:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import (
+from PIL import Image
+from training_helpers import (
     CLASS_COLOURS,
     FOLDER_CLASSES,
     OFFICIAL_CLASSES,
@@ -20,7 +21,6 @@ from conftest import (
     build_official_batches,
     class_image,
 )
-from PIL import Image
 
 from cifar_study.data.raw import (
     MANIFEST,

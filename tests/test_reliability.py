@@ -1,10 +1,11 @@
 """Injected faults, seen from the stage commands that users and DVC run.
 
-One or more tests per row of the README's "Reliability" table: damaged or unsafe source data,
+One or more tests per row of docs/reliability.md's table: damaged or unsafe source data,
 an unreachable server, bad params, SIGTERM under `dvc repro`, a full disk, a NaN loss, pickle
 payloads, unreadable images, same-seed reruns. The unit-level checks of the same faults live in
 test_archive, test_fetch, test_sources, test_prepared, test_engine, test_train_stage and
-test_evaluation; this file reuses their helpers and does not repeat them.
+test_evaluation; this file reuses the helpers they share (training_helpers) and does not
+repeat their checks.
 """
 
 from __future__ import annotations
@@ -30,13 +31,23 @@ import matplotlib.figure
 import numpy as np
 import pytest
 import torch
-from conftest import OfficialBatches, make_tar, md5_of
 from PIL import Image
-from test_archive import file_member, special_member
-from test_experiments import TINY, dvc
-from test_fetch import http_error, install
-from test_train_stage import logged_steps, stage_args, write_params
-from training_helpers import EPOCH_METRICS, tiny_raw
+from training_helpers import (
+    EPOCH_METRICS,
+    TINY_PIPELINE,
+    OfficialBatches,
+    dvc,
+    file_member,
+    http_error,
+    install,
+    logged_steps,
+    make_tar,
+    md5_of,
+    special_member,
+    stage_args,
+    tiny_raw,
+    write_params,
+)
 
 from cifar_study import inference, predict
 from cifar_study.config import Params
@@ -752,7 +763,7 @@ def test_same_seed_twice_with_the_default_precision_gives_identical_results(
 
 @pytest.mark.slow
 def test_sigterm_under_dvc_repro_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
-    overrides = {**TINY, "epochs": 4, "device": "cpu"}
+    overrides = {**TINY_PIPELINE, "epochs": 4, "device": "cpu"}
     workspace = create_workspace(tmp_path / "interrupted", overrides)
     dvc(workspace, "repro", "download", "prepare")
     commit_all(workspace, "data")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from training_helpers import TINY_PIPELINE, run_in
+from training_helpers import TINY_PIPELINE, dvc, run_in
 
 from cifar_study.workspace import commit_all, create_workspace
 
@@ -21,10 +21,6 @@ TINY = {**TINY_PIPELINE, "epochs": 1}
 def run(cwd: Path, *command: str) -> str:
     done = run_in(cwd, *command)
     return done.stdout + done.stderr
-
-
-def dvc(cwd: Path, *args: str) -> str:
-    return run(cwd, sys.executable, "-m", "dvc", *args)
 
 
 def predict(cwd: Path, model_dir: Path, image: Path) -> list[dict]:

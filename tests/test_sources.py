@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import (
+from training_helpers import (
     FOLDER_CLASSES,
     OFFICIAL_CLASSES,
     TEST_PER_CLASS,

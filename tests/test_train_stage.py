@@ -13,8 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
-from training_helpers import EPOCH_METRICS, PARAMS_FILE, TINY_RECIPE, tiny_raw
+from training_helpers import EPOCH_METRICS, logged_steps, stage_args, tiny_raw, write_params
 
 from cifar_study.config import TrainFractions, load_params
 from cifar_study.data.prepared import prepare
@@ -30,35 +29,6 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     write_params(tmp_path, {"precision": "fp32"})
     monkeypatch.chdir(tmp_path)
     return tmp_path
-
-
-def write_params(folder: Path, overrides: dict) -> None:
-    raw = yaml.safe_load(PARAMS_FILE.read_text())
-    raw.update(TINY_RECIPE)
-    raw.update(overrides)
-    (folder / "params.yaml").write_text(yaml.safe_dump(raw))
-
-
-def stage_args(model: str = "resnet", run: str = "run") -> list[str]:
-    return [
-        "--model",
-        model,
-        "--params",
-        "params.yaml",
-        "--data",
-        "data/prepared",
-        "--out",
-        f"{run}/models/{model}",
-        "--checkpoint",
-        f"{run}/checkpoints/{model}/last.pt",
-        "--live",
-        f"{run}/metrics/{model}",
-    ]
-
-
-def logged_steps(live_dir: Path, metric: str = "train/loss") -> list[int]:
-    with open(live_dir / "plots" / "metrics" / f"{metric}.tsv") as f:
-        return [int(row["step"]) for row in csv.DictReader(f, delimiter="\t")]
 
 
 @pytest.mark.parametrize("model", ["resnet", "densenet"])

@@ -1,0 +1,98 @@
+"""The optimizer and learning-rate schedules: warm-up, decay shapes, per-epoch stepping, and
+which parameters get weight decay."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from torch import nn
+from training_helpers import tiny_params
+
+from cifar_study.models import build_model
+from cifar_study.training.optim import build_optimizer, build_scheduler, lr_factor
+
+# -- schedules --------------------------------------------------------------------------------
+
+
+def _factors(schedule: str, total: int = 100, warmup: int = 10, **kw: float) -> list[float]:
+    return [
+        lr_factor(
+            s, total_steps=total, warmup_steps=warmup, steps_per_epoch=10, schedule=schedule, **kw
+        )
+        for s in range(total)
+    ]
+
+
+def test_warmup_rises_linearly_to_the_peak() -> None:
+    f = _factors("constant")
+    assert f[:10] == pytest.approx([(i + 1) / 10 for i in range(10)])
+    assert f[10:] == [1.0] * 90
+
+
+def test_onecycle_and_cosine_decay_from_peak_to_near_zero() -> None:
+    for schedule in ("onecycle", "cosine"):
+        f = _factors(schedule)
+        after = f[10:]
+        assert after[0] == pytest.approx(1.0)
+        assert all(a >= b for a, b in itertools.pairwise(after)), schedule
+        assert after[-1] < 0.05, schedule
+
+
+def test_step_schedule_multiplies_by_gamma_every_step_every_epochs() -> None:
+    f = _factors("step", warmup=0, step_every=3, step_gamma=0.5)
+    assert f[29] == 1.0 and f[30] == 0.5 and f[59] == 0.5 and f[60] == 0.25
+
+
+def test_per_epoch_cosine_matches_torchs_scheduler_stepped_once_per_epoch() -> None:
+    """The study's CosineAnnealingLR(T_max=epochs), stepped after each epoch, no warm-up."""
+    params = tiny_params(epochs=6, schedule="cosine", warmup_epochs=0, schedule_per="epoch")
+    ours_optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=params.lr)
+    ours = build_scheduler(ours_optimizer, params, steps_per_epoch=4)
+    torch_optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=params.lr)
+    reference = torch.optim.lr_scheduler.CosineAnnealingLR(torch_optimizer, T_max=6)
+    for _epoch in range(6):
+        expected = torch_optimizer.param_groups[0]["lr"]
+        for _step in range(4):
+            assert ours_optimizer.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-12)
+            ours_optimizer.step()
+            ours.step()
+        torch_optimizer.step()
+        reference.step()
+
+
+def test_per_step_schedule_is_unchanged_by_the_unit_option() -> None:
+    params = tiny_params(epochs=3, warmup_epochs=1)
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=params.lr)
+    scheduler = build_scheduler(optimizer, params, steps_per_epoch=5)
+    seen = []
+    for _ in range(15):
+        seen.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    factors = [
+        lr_factor(s, total_steps=15, warmup_steps=5, steps_per_epoch=5, schedule="onecycle")
+        for s in range(15)
+    ]
+    assert seen == [params.lr * f for f in factors]
+
+
+# -- optimizer --------------------------------------------------------------------------------
+
+
+def test_norm_and_bias_parameters_can_be_spared_weight_decay() -> None:
+    model = build_model("resnet", num_classes=4, width=4, blocks=(1, 1))
+    shared = build_optimizer(model, tiny_params())
+    assert len(shared.param_groups) == 1 and shared.param_groups[0]["weight_decay"] == 5e-4
+    split = build_optimizer(model, tiny_params(decay_norm_and_bias=False))
+    decayed, spared = split.param_groups
+    assert decayed["weight_decay"] == 5e-4 and spared["weight_decay"] == 0.0
+    assert all(p.ndim == 4 or p.ndim == 2 for p in decayed["params"])  # conv and linear weights
+    bn = model.stem[1]
+    assert any(p is bn.weight for p in spared["params"]) and any(
+        p is model.fc.bias for p in spared["params"]
+    )
+    assert sum(p.numel() for g in split.param_groups for p in g["params"]) == sum(
+        p.numel() for p in model.parameters()
+    )
