@@ -91,11 +91,24 @@ def test_markdown_report_has_every_model_and_the_gap() -> None:
         "macs_per_image": 20,
         "train_time_s": 30.0,
     }
-    result = comparison.compare({"a": row, "b": other})
+    # 10 images: a gets 8 right, b 7; only a gets images 0, 8 and 9, only b images 1 and 2.
+    correct = {
+        "a": np.array([1, 0, 0, 1, 1, 1, 1, 1, 1, 1], bool),
+        "b": np.array([0, 1, 1, 1, 1, 1, 1, 1, 0, 0], bool),
+    }
+    result = comparison.compare({"a": row, "b": other}, correct)
     versus = result["a_versus"]["b"]
     assert versus["test_acc_gap"] == pytest.approx(0.1)
     assert versus["parameter_ratio"] == pytest.approx(1.1)
+    paired = versus["paired_test"]
+    assert (paired["n"], paired["only_a_correct"], paired["only_b_correct"]) == (10, 3, 2)
+    assert paired["difference"] == pytest.approx(0.1)
+    assert paired["mcnemar_p"] == pytest.approx(1.0)  # 3 against 2 disagreements: a coin
     text = comparison.markdown_report(result, ["curves.png"], "context")
+    first_line = text.split("\n")[2]
+    assert first_line.startswith("**a is ahead of b by 10.00 points on 10 test images, 95% CI [")
+    assert first_line.endswith("not clearly more than chance.**")
+    assert text.index(first_line) < text.index("context") < text.index("| Test accuracy")
     assert "| Test accuracy (final weights) | 90.00% | 80.00% |" in text
     assert (
         "The a's test accuracy is 10.00 percentage points higher than the b's (9.00 percentage "
@@ -104,7 +117,8 @@ def test_markdown_report_has_every_model_and_the_gap() -> None:
     )
     assert "![curves](curves.png)" in text
     smaller = {**other, "test_acc": 0.95, "parameters": 40_000}
-    text = comparison.markdown_report(comparison.compare({"a": row, "c": smaller}), [], "")
+    both = {"a": correct["a"], "c": correct["b"]}
+    text = comparison.markdown_report(comparison.compare({"a": row, "c": smaller}, both), [], "")
     assert "5.00 percentage points lower" in text and "the c has 0.04× the parameters" in text
 
 
@@ -250,6 +264,11 @@ def test_compare_reports_measured_numbers(trained: Path) -> None:
     report = (trained / "plots/comparison/report.md").read_text()
     assert f"{resnet['test']['acc']:.2%}" in report
     assert "| Share of the train split trained on | 100% | 100% |" in report
+    paired = result["resnet_versus"]["densenet"]["paired_test"]
+    densenet = json.loads((trained / "metrics/eval/densenet/metrics.json").read_text())
+    assert paired["n"] == 24
+    assert paired["difference"] == pytest.approx(resnet["test"]["acc"] - densenet["test"]["acc"])
+    assert report.split("\n")[2].startswith("**")
     epochs = {
         m: json.loads((trained / "models" / m / "model.json").read_text())["epochs"]
         for m in ("resnet", "densenet")
@@ -290,6 +309,23 @@ def test_compare_names_a_hand_edited_file_that_lacks_a_key(
     err = capsys.readouterr().err
     assert err.startswith("error: ") and f"lacks '{drop}'" in err and str(root / file) in err
     assert not (root / "comparison.json").exists()
+
+
+def test_compare_refuses_models_evaluated_on_different_images(
+    trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    root = tmp_path / "copy"
+    for folder in ("models", "metrics/eval"):
+        shutil.copytree(trained / folder, root / folder)
+    matrix = root / "metrics/eval/densenet/plots/sklearn/confusion_matrix.json"
+    rows = json.loads(matrix.read_text())
+    rows[0]["actual"] = next(r["actual"] for r in rows if r["actual"] != rows[0]["actual"])
+    matrix.write_text(json.dumps(rows))
+    args = ["--models", "resnet", "densenet", "--model-root", str(root / "models")]
+    args += ["--eval-root", str(root / "metrics/eval"), "--out", str(root / "c.json")]
+    assert compare.main([*args, "--report", str(root / "report")]) == 1
+    assert "were evaluated on different test images" in capsys.readouterr().err
+    assert not (root / "c.json").exists()
 
 
 def test_predict_classifies_good_files_and_names_bad_ones(

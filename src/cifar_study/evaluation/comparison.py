@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import numpy as np
 from matplotlib import ticker
 
 from cifar_study.evaluation.figures import save_figure
+from cifar_study.evaluation.significance import PairedComparison, paired_comparison
 
 
 def summarise(model_info: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
@@ -48,8 +50,10 @@ def summarise(model_info: dict[str, Any], evaluation: dict[str, Any]) -> dict[st
     return row
 
 
-def compare(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Rows per model plus how the first model stands against each other one."""
+def compare(rows: dict[str, dict[str, Any]], correct: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Rows per model plus how the first model stands against each other one. `correct` holds,
+    per model, whether it got each test image right (the same images in the same order), for
+    the paired test of the accuracy difference (`paired_test`, model a = the first model)."""
     names = list(rows)
     first = rows[names[0]]
     versus = {
@@ -59,6 +63,7 @@ def compare(rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
             "parameter_ratio": rows[other]["parameters"] / first["parameters"],
             "macs_ratio": rows[other]["macs_per_image"] / first["macs_per_image"],
             "train_time_ratio": rows[other]["train_time_s"] / first["train_time_s"],
+            "paired_test": dataclasses.asdict(paired_comparison(correct[names[0]], correct[other])),
         }
         for other in names[1:]
     }
@@ -89,9 +94,15 @@ def markdown_report(comparison: dict[str, Any], charts: list[str], context: str)
     """The comparison as a Markdown table with the charts below it."""
     rows = comparison["models"]
     names = list(rows)
+    versus = comparison[f"{names[0]}_versus"]
+    verdicts = [
+        PairedComparison(**diff["paired_test"]).sentence(names[0], other)
+        for other, diff in versus.items()
+    ]
     lines = [
         f"# {' vs '.join(names)} on the test split",
         "",
+        *[line for verdict in verdicts for line in (f"**{verdict}**", "")],
         context,
         "",
         "| | " + " | ".join(names) + " |",
@@ -102,7 +113,7 @@ def markdown_report(comparison: dict[str, Any], charts: list[str], context: str)
             lines.append(
                 f"| {label} | " + " | ".join(fmt.format(rows[n][key]) for n in names) + " |"
             )
-    for other, diff in comparison[f"{names[0]}_versus"].items():
+    for other, diff in versus.items():
         lines += [
             "",
             f"The {names[0]}'s test accuracy is {_points(diff['test_acc_gap'])} than the "

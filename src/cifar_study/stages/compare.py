@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from cifar_study.cli import user_errors_exit
 from cifar_study.errors import DataError
 from cifar_study.evaluation.comparison import (
@@ -50,6 +52,29 @@ def _read_model(model: str, model_root: Path, eval_root: Path) -> dict[str, Any]
         ) from None
 
 
+def _paired_outcomes(models: list[str], eval_root: Path) -> dict[str, np.ndarray]:
+    """Per model, whether each test image was classified right (plain, no TTA), read from the
+    evaluate stage's confusion-matrix data: one {actual, predicted} row per test image, in the
+    split's order. Refuses models that were not evaluated on the same images."""
+    correct, reference = {}, None
+    for model in models:
+        path = eval_root / model / "plots" / "sklearn" / "confusion_matrix.json"
+        rows = _read_json(path)
+        try:
+            actual = [row["actual"] for row in rows]
+            correct[model] = np.array([row["predicted"] == row["actual"] for row in rows])
+        except (KeyError, TypeError):
+            raise DataError(f"{path}: expected a list of {{actual, predicted}} rows") from None
+        if reference is None:
+            reference = (model, actual)
+        elif actual != reference[1]:
+            raise DataError(
+                f"{model} and {reference[0]} were evaluated on different test images (the labels "
+                f"in {path} differ): evaluate both on the same prepared data"
+            )
+    return correct
+
+
 @user_errors_exit
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -63,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--models needs at least two model names")
 
     models = {m: _read_model(m, args.model_root, args.eval_root) for m in args.models}
-    comparison = compare({m: model["row"] for m, model in models.items()})
+    correct = _paired_outcomes(args.models, args.eval_root)
+    comparison = compare({m: model["row"] for m, model in models.items()}, correct)
     write_json(args.out, comparison)
     curves_png({m: model["history"] for m, model in models.items()}, args.report / "curves.png")
     per_class_png(
