@@ -16,7 +16,7 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 install: $(STAMP)  ## the virtualenv alone
 
 demo: $(STAMP)  ## run the whole pipeline offline on the digits data, in build/demo
-	$(PYTHON) -m cifar_study.demo
+	$(PYTHON) -m cifar_study.tooling.demo
 
 test: $(STAMP)  ## the default test suite (minutes on 2 CPU cores)
 	@# pytest exits 5 when it collected nothing: a suite that ran no test has not passed.

@@ -15,7 +15,7 @@ import yaml
 from training_helpers import TINY_PIPELINE, build_image_tree, make_tar, tiny_raw
 
 from cifar_study.data.prepared import prepare
-from cifar_study.workspace import create_workspace, pipeline_env
+from cifar_study.tooling.workspace import create_workspace, pipeline_env
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 

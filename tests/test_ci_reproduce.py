@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cifar_study.workspace import PROJECT_ROOT
+from cifar_study.tooling.workspace import PROJECT_ROOT
 
 STUB = """#!/usr/bin/env bash
 echo "reproduce called with: $*"
@@ -38,7 +38,7 @@ def test_without_a_copy_it_says_so_and_reproduces_digits(tmp_path: Path) -> None
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].startswith("CIFAR-10 reproduction: NOT RUN, no copy at ../shared/datasets/")
-    assert "reproduce called with: -m cifar_study.reproduce digits" in lines
+    assert "reproduce called with: -m cifar_study.tooling.reproduce digits" in lines
     assert lines[-1].startswith("CIFAR-10 reproduction: NOT RUN")  # the last word, too
     assert "::warning::" not in done.stdout
     assert (tmp_path / "clone/build/reproduce/profile").read_text() == "digits\n"
@@ -54,7 +54,7 @@ def test_a_copy_found_runs_the_cifar_profile(tmp_path: Path) -> None:
     copy.touch()
     done = run_script(tmp_path, CIFAR10_SOURCE=str(copy))
     assert done.returncode == 0, done.stderr
-    assert f"-m cifar_study.reproduce cifar10-cpu --source {copy}" in done.stdout
+    assert f"-m cifar_study.tooling.reproduce cifar10-cpu --source {copy}" in done.stdout
     assert "NOT RUN" not in done.stdout
     assert (tmp_path / "clone/build/reproduce/profile").read_text() == "cifar10-cpu\n"
 

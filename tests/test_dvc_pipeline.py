@@ -14,7 +14,7 @@ from PIL import Image
 from training_helpers import import_every_stage, make_tar
 
 from cifar_study.data.prepared import load_prepared
-from cifar_study.workspace import commit_all, create_workspace
+from cifar_study.tooling.workspace import commit_all, create_workspace
 
 VENV_BIN = Path(sys.executable).parent
 

@@ -13,7 +13,7 @@ from training_helpers import TINY_PIPELINE, dvc, import_every_stage, run_in
 
 from cifar_study import recipes
 from cifar_study.config import parse_params
-from cifar_study.workspace import commit_all, create_workspace, pipeline_env
+from cifar_study.tooling.workspace import commit_all, create_workspace, pipeline_env
 
 pytestmark = pytest.mark.slow
 

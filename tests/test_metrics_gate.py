@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cifar_study import metrics_gate
 from cifar_study.errors import StudyError
+from cifar_study.tooling import metrics_gate
 
 EXPECTED = {
     "metrics/eval/resnet/metrics.json": {

@@ -24,7 +24,7 @@ import pytest
 import yaml
 from training_helpers import TINY_PIPELINE, closed_port, dvc_in
 
-from cifar_study.workspace import PROJECT_ROOT, commit_all, create_workspace
+from cifar_study.tooling.workspace import PROJECT_ROOT, commit_all, create_workspace
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 BROWSER = next(filter(None, map(shutil.which, BROWSERS)), None)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cifar_study.workspace import PROJECT_ROOT, create_workspace, pipeline_env
+from cifar_study.tooling.workspace import PROJECT_ROOT, create_workspace, pipeline_env
 
 # Where .ci/reproduce looks too: $CIFAR10_SOURCE, else beside the project.
 REAL_COPY = Path(

@@ -57,8 +57,8 @@ from cifar_study.data.raw import OFFICIAL_DIR
 from cifar_study.fileio import atomic_path
 from cifar_study.inference import load_trained
 from cifar_study.stages import download, prepare, train
+from cifar_study.tooling.workspace import commit_all, create_workspace, pipeline_env
 from cifar_study.training.checkpoint import load_checkpoint
-from cifar_study.workspace import commit_all, create_workspace, pipeline_env
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_SPACE = "No space left on device"

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cifar_study import reproduce
 from cifar_study.config import parse_params, set_dotted
 from cifar_study.errors import ConfigError
-from cifar_study.workspace import PROJECT_ROOT
+from cifar_study.tooling import reproduce
+from cifar_study.tooling.workspace import PROJECT_ROOT
 
 DECLARED_METRICS = {
     path

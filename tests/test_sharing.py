@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from training_helpers import TINY_PIPELINE, dvc, run_in
 
-from cifar_study.workspace import commit_all, create_workspace
+from cifar_study.tooling.workspace import commit_all, create_workspace
 
 pytestmark = pytest.mark.slow
 

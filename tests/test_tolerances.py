@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cifar_study import tolerances
 from cifar_study.errors import ConfigError, StudyError
+from cifar_study.tooling import tolerances
 
 FILE = "metrics/eval/resnet/metrics.json"
 

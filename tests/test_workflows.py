@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cifar_study.workspace import PROJECT_ROOT
+from cifar_study.tooling.workspace import PROJECT_ROOT
 
 WORKFLOWS = sorted((PROJECT_ROOT / ".github" / "workflows").glob("*.yml"))
 BIN = Path(sys.executable).parent

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from cifar_study import demo, reproduce
 from cifar_study.errors import ConfigError
-from cifar_study.workspace import MARKER, clear_workspace
+from cifar_study.tooling import demo, reproduce
+from cifar_study.tooling.workspace import MARKER, clear_workspace
 
 
 def test_a_marked_workspace_is_cleared(tmp_path: Path) -> None:

@@ -37,7 +37,7 @@ from cifar_study.config import Params, parse_params
 from cifar_study.data import fetch
 from cifar_study.data.prepared import PreparedData, Split
 from cifar_study.data.raw import OFFICIAL_DIR, OFFICIAL_TEST, OFFICIAL_TRAIN, RawDataset
-from cifar_study.workspace import pipeline_env
+from cifar_study.tooling.workspace import pipeline_env
 
 # --------------------------------------------------------------------------- files
 

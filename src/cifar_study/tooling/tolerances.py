@@ -1,6 +1,6 @@
 """Set every tolerance of an expectations file from runs that should agree with the recorded one.
 
-    python -m cifar_study.tolerances .ci/expected/digits.json build/reproduce/digits \\
+    python -m cifar_study.tooling.tolerances .ci/expected/digits.json build/reproduce/digits \\
         build/reproduce/digits-seed1 build/reproduce/digits-threads1 [--factor 2]
 
 Another machine runs the same seed with other kernels and another summation order; on a CPU
@@ -19,7 +19,12 @@ from pathlib import Path
 from cifar_study.cli import user_errors_exit
 from cifar_study.errors import ConfigError, StudyError
 from cifar_study.fileio import write_json
-from cifar_study.metrics_gate import Expectations, check, read_expectations, updated_expectations
+from cifar_study.tooling.metrics_gate import (
+    Expectations,
+    check,
+    read_expectations,
+    updated_expectations,
+)
 
 
 def round_up(value: float, digits: int = 2) -> float:

@@ -19,7 +19,7 @@ import yaml
 from cifar_study.config import parse_params, set_dotted
 from cifar_study.errors import ConfigError, StudyError
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[3]  # src/cifar_study/tooling/workspace.py
 # What a pipeline run needs: the pipeline, its params, and the code its stages depend on.
 PROJECT_FILES = (
     "dvc.yaml",

@@ -1,14 +1,14 @@
 """Re-run the whole pipeline in a fresh workspace and hold its metrics to committed expectations.
 
-    python -m cifar_study.reproduce cifar10-cpu --source path/to/cifar10.tar.gz
-    python -m cifar_study.reproduce digits
+    python -m cifar_study.tooling.reproduce cifar10-cpu --source path/to/cifar10.tar.gz
+    python -m cifar_study.tooling.reproduce digits
 
 Every stage runs again (`dvc repro --force --no-run-cache` in a new repository with an empty
 cache), so nothing is restored from an earlier run. The metrics are then compared with
-`.ci/expected/<profile>.json` (see `cifar_study.metrics_gate`); drift fails the command.
+`.ci/expected/<profile>.json` (see `cifar_study.tooling.metrics_gate`); drift fails the command.
 `--update-expected` writes the reproduced values into that file instead, keeping its metrics and
 tolerances, for a deliberate update reviewed in `git diff`. `--seed N` makes a perturbed run (in
-build/reproduce/<profile>-seedN), from which `cifar_study.tolerances` sets the tolerances.
+build/reproduce/<profile>-seedN), from which `cifar_study.tooling.tolerances` sets the tolerances.
 """
 
 from __future__ import annotations
@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from cifar_study.cli import user_errors_exit
-from cifar_study.demo import DEMO_OVERRIDES
 from cifar_study.errors import ConfigError, StudyError
 from cifar_study.fileio import write_json
-from cifar_study.metrics_gate import gate, read_expectations, updated_expectations
-from cifar_study.workspace import PROJECT_ROOT, create_workspace, pipeline_env, run_checked
+from cifar_study.tooling.demo import DEMO_OVERRIDES
+from cifar_study.tooling.metrics_gate import gate, read_expectations, updated_expectations
+from cifar_study.tooling.workspace import PROJECT_ROOT, create_workspace, pipeline_env, run_checked
 
 EXPECTED_DIR = PROJECT_ROOT / ".ci" / "expected"
 
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--seed",
         type=int,
-        help="run with another seed: a perturbed run, for cifar_study.tolerances",
+        help="run with another seed: a perturbed run, for cifar_study.tooling.tolerances",
     )
     args = parser.parse_args(argv)
     overrides = overrides_for(args.profile, args.source)

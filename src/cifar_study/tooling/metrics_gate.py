@@ -1,6 +1,6 @@
 """Compare reproduced metrics with committed expectations, each with its own tolerance.
 
-    python -m cifar_study.metrics_gate --expected .ci/expected/digits.json \\
+    python -m cifar_study.tooling.metrics_gate --expected .ci/expected/digits.json \\
         --root build/reproduce/digits
 
 `dvc metrics diff` shows changes but has no tolerance, so it cannot gate CI. The expectations

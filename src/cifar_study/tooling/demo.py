@@ -1,6 +1,6 @@
 """`make demo`: the whole DVC pipeline, offline, on the digits data, in `build/demo/`.
 
-    python -m cifar_study.demo [--dest build/demo]
+    python -m cifar_study.tooling.demo [--dest build/demo]
 
 The committed params.yaml is left alone: the run happens in a fresh copy of the project whose
 params carry the overrides below. The finished run is committed there, as the baseline that
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from cifar_study.cli import user_errors_exit
-from cifar_study.workspace import PROJECT_ROOT, commit_all, create_workspace, pipeline_env
+from cifar_study.tooling.workspace import PROJECT_ROOT, commit_all, create_workspace, pipeline_env
 
 # Small enough to finish in minutes on two CPU cores, with no network. The ResNet is the study's
 # own; the DenseNet is shrunk (DenseNet-BC k=12, 3×4 layers) because the full one trains at
