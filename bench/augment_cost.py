@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 from cifar_study.config import load_params
+from cifar_study.device import resolve_runtime
 from cifar_study.models import build_model
 from cifar_study.training import augment
-from cifar_study.training.runtime import resolve_runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -20,8 +20,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from cifar_study.config import load_params
+from cifar_study.device import Runtime, resolve_runtime
 from cifar_study.models import build_model
-from cifar_study.training.runtime import Runtime, resolve_runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 # Profiler op names (forward and backward kernels) → the kind of work they do.

@@ -29,10 +29,10 @@ import torch
 
 from cifar_study.config import Params, load_params
 from cifar_study.data.prepared import PreparedData, Split, load_prepared
+from cifar_study.device import Runtime, resolve_runtime
 from cifar_study.models import build_model
 from cifar_study.models.init import initialise
 from cifar_study.training.engine import Trainer
-from cifar_study.training.runtime import Runtime, resolve_runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)

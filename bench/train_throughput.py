@@ -28,9 +28,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from cifar_study.config import load_params
 from cifar_study.data.prepared import PreparedData, Split
+from cifar_study.device import resolve_runtime
 from cifar_study.models import build_model
 from cifar_study.training.engine import Trainer
-from cifar_study.training.runtime import resolve_runtime
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 ROOT = Path(__file__).resolve().parents[1]

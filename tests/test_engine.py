@@ -13,6 +13,7 @@ import torch.multiprocessing as mp
 from torch import nn
 from training_helpers import EPOCH_METRICS, tiny_params, tiny_prepared
 
+from cifar_study.device import resolve_runtime
 from cifar_study.errors import ConfigError, StudyError
 from cifar_study.models import build_model
 from cifar_study.training.checkpoint import load_checkpoint, save_checkpoint
@@ -23,7 +24,6 @@ from cifar_study.training.engine import (
     Trainer,
     TrainingInterrupted,
 )
-from cifar_study.training.runtime import resolve_runtime
 
 CPU = resolve_runtime("cpu", "auto", channels_last=False)
 

@@ -15,10 +15,9 @@ from training_helpers import PARAMS_FILE, TINY_RECIPE, tiny_prepared, tiny_raw
 
 from cifar_study import predict
 from cifar_study.data.prepared import prepare
+from cifar_study.device import DeviceSplit, resolve_runtime
 from cifar_study.evaluation import comparison, metrics
 from cifar_study.stages import compare, evaluate, train
-from cifar_study.training.augment import DeviceSplit
-from cifar_study.training.runtime import resolve_runtime
 
 
 def test_ece_is_zero_for_calibrated_and_the_gap_for_overconfident_predictions() -> None:

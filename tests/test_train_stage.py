@@ -17,9 +17,9 @@ from training_helpers import EPOCH_METRICS, logged_steps, stage_args, tiny_raw, 
 
 from cifar_study.config import TrainFractions, load_params
 from cifar_study.data.prepared import prepare
+from cifar_study.device import resolve_runtime
 from cifar_study.models import build_model
 from cifar_study.stages import train
-from cifar_study.training.runtime import resolve_runtime
 
 
 @pytest.fixture

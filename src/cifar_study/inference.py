@@ -10,12 +10,14 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from cifar_study.device import DeviceSplit, Runtime, split_logits
 from cifar_study.errors import DataError, StudyError
 from cifar_study.fileio import atomic_dir, write_json
 from cifar_study.models import build_model
 from cifar_study.training.checkpoint import load_checkpoint
 
 IMAGE_SIZE = 32
+PREDICT_RUNTIME = Runtime(torch.device("cpu"), amp_dtype=None, channels_last=False, compile=False)
 
 
 def save_trained(out: Path, state: dict[str, torch.Tensor], description: dict[str, Any]) -> None:
@@ -80,10 +82,12 @@ def read_image(path: Path) -> tuple[np.ndarray, str | None]:
 
 
 @torch.no_grad()
-def classify(model: torch.nn.Module, info: dict, images: np.ndarray) -> np.ndarray:
-    """Class probabilities N×C for uint8 images N×32×32×3, normalised as in training."""
+def classify(
+    model: torch.nn.Module, info: dict, images: np.ndarray, batch_size: int = 1024
+) -> np.ndarray:
+    """Class probabilities N×C for uint8 images N×32×32×3, normalised as in training, on the
+    CPU in fp32 (where `load_trained` leaves the model)."""
     norm = info["normalization"]
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0
-    mean = torch.tensor(norm["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(norm["std"]).view(1, 3, 1, 1)
-    return model((x - mean) / std).softmax(1).numpy()
+    split = DeviceSplit(images, None, norm["mean"], norm["std"], PREDICT_RUNTIME.device)
+    batches = split_logits(model, split, batch_size, PREDICT_RUNTIME)
+    return torch.cat([logits.softmax(1) for (logits,), _ in batches]).numpy()

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
-from cifar_study.training.augment import DeviceSplit
-from cifar_study.training.runtime import Runtime
+from cifar_study.device import DeviceSplit, Runtime, split_logits
 
 
 @torch.no_grad()
@@ -24,25 +24,24 @@ def predict_proba(
     (0, 0), (+t, +t) and (−t, −t) pixels with reflected borders (the multi-crop TTA of the fast
     CIFAR-10 trainers). One pass computes them all, so no forward is run twice.
     """
-    model.eval()
     outputs: dict[str, list[torch.Tensor]] = {"plain": [], "flip": []}
     if translate:
         outputs["flip_translate"] = []
 
-    def probs_of(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with runtime.autocast():
-            return model(x).float().softmax(1), model(x.flip(3)).float().softmax(1)
+    def views(x: torch.Tensor) -> Iterator[torch.Tensor]:
+        """The batch and its mirror, then each shifted batch and its mirror."""
+        for view in (x, *shifts(x, translate)) if translate else (x,):
+            yield view
+            yield view.flip(3)
 
-    for start in range(0, len(split), batch_size):
-        index = torch.arange(start, min(start + batch_size, len(split)), device=split.device)
-        x, _ = split.batch(index, channels_last=runtime.channels_last)
-        plain, flipped = probs_of(x)
+    for logits, _ in split_logits(model, split, batch_size, runtime, views):
+        plain, flipped, *shifted = (view.softmax(1) for view in logits)
         outputs["plain"].append(plain.cpu())
         outputs["flip"].append(((plain + flipped) / 2).cpu())
         if translate:
             total = plain + flipped
-            for shifted in shifts(x, translate):
-                total += sum(probs_of(shifted))
+            for moved, mirrored in zip(shifted[::2], shifted[1::2], strict=True):
+                total += moved + mirrored
             outputs["flip_translate"].append((total / 6).cpu())
     return {name: torch.cat(parts).numpy() for name, parts in outputs.items()}
 

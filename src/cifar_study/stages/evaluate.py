@@ -20,6 +20,7 @@ from sklearn.metrics import confusion_matrix
 from cifar_study.cli import user_errors_exit
 from cifar_study.config import load_params
 from cifar_study.data.prepared import load_prepared
+from cifar_study.device import DeviceSplit, resolve_runtime
 from cifar_study.errors import DataError
 from cifar_study.evaluation import figures
 from cifar_study.evaluation.metrics import (
@@ -30,8 +31,6 @@ from cifar_study.evaluation.metrics import (
     reliability,
 )
 from cifar_study.inference import load_trained
-from cifar_study.training.augment import DeviceSplit
-from cifar_study.training.runtime import resolve_runtime
 
 
 @user_errors_exit

@@ -18,20 +18,19 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from dvclive import Live
 
 from cifar_study.cli import user_errors_exit
 from cifar_study.config import SHARED_KEYS, Params, load_params
 from cifar_study.data.prepared import PreparedData, load_prepared, read_summary, train_subset
+from cifar_study.device import DeviceSplit, Runtime, process_group, resolve_runtime
 from cifar_study.errors import ConfigError
 from cifar_study.inference import save_trained
 from cifar_study.models import build_model, check_model_name
 from cifar_study.models.init import initialise, whiten_first_conv
 from cifar_study.models.profile import count_parameters, macs_per_image
 from cifar_study.training.engine import LR_SAMPLES, StopSignal, Trainer, TrainingInterrupted
-from cifar_study.training.runtime import Runtime, process_group, resolve_runtime
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -98,21 +97,21 @@ def main(argv: list[str] | None = None) -> int:
 
 def normalised_sample(data: PreparedData, count: int = 10_000) -> torch.Tensor:
     """About `count` training images, evenly strided (the split may be ordered by class),
-    normalised, N×3×H×W."""
+    normalised as training batches are, N×3×H×W."""
     train = data.splits["train"].images
     sample = train[:: max(1, len(train) // count)]
-    images = torch.from_numpy(np.ascontiguousarray(sample)).permute(0, 3, 1, 2).float()
-    mean = torch.tensor(data.mean).view(1, 3, 1, 1)
-    std = torch.tensor(data.std).view(1, 3, 1, 1)
-    return (images / 255.0 - mean) / std
+    split = DeviceSplit(sample, None, data.mean, data.std, torch.device("cpu"))
+    return split.batch(torch.arange(len(split)))[0]
 
 
 def fingerprint(model: str, params: Params, data_dir: Path, runtime: Runtime) -> str:
-    """What a checkpoint must match to be resumed: model, recipe, data, the code that trains,
-    and the resolved runtime (`auto` may resolve differently on another machine)."""
+    """What a checkpoint must match to be resumed: model, recipe, data, the code that trains
+    (the data path on the device included), and the resolved runtime (`auto` may resolve
+    differently on another machine)."""
     package = Path(__file__).resolve().parents[1]
     code = hashlib.sha256()
-    for path in sorted([*package.glob("training/*.py"), *package.glob("models/*.py")]):
+    trains = [*package.glob("training/*.py"), *package.glob("models/*.py"), package / "device.py"]
+    for path in sorted(trains):
         code.update(path.read_bytes())
     identity = {
         "model": model,

@@ -1,10 +1,9 @@
-"""The data path, on the training device: uint8 images in, normalised augmented batches out.
+"""Train-time augmentation on the device: uint8 images in, normalised augmented batches out.
 
-A PIL/DataLoader pipeline with two CPU workers cannot feed a modern GPU for 32×32 images, so
-the whole split lives on the device as one uint8 tensor (150 MB for CIFAR-10) and every
-augmentation is done for the whole batch with tensor operations, each image drawing its own
-parameters. Randomness comes from the global torch generators, whose state the checkpoint saves,
-so a resumed run draws the same numbers.
+The split lives on the device (`cifar_study.device.DeviceSplit`), and every augmentation is done
+for the whole batch with tensor operations, each image drawing its own parameters. Randomness
+comes from the global torch generators, whose state the checkpoint saves, so a resumed run draws
+the same numbers.
 
 The order is the study's: crop → flip → colour jitter → rotation → normalise → erasing/cutout.
 Jitter and rotation follow torchvision's definitions (`transforms.v2.ColorJitter`,
@@ -16,8 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -33,56 +32,27 @@ class Augmentation:
     erasing: float = 0.0  # probability of erasing one random rectangle per image
     cutout: int = 0
 
-
-class DeviceSplit:
-    """One split held on `device` as uint8 N×3×32×32, turned into float batches on demand."""
-
-    def __init__(
-        self,
-        images: np.ndarray,
-        labels: np.ndarray,
-        mean: tuple[float, ...],
-        std: tuple[float, ...],
-        device: torch.device,
-    ) -> None:
-        # N×H×W×3 on disk → N×3×H×W, the layout convolutions index.
-        self.images = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2)
-        self.labels = torch.from_numpy(np.asarray(labels)).to(device)
-        self.mean = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255.0
-        self.std = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255.0
-        self.device = device
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def batch(
-        self,
-        index: torch.Tensor,
-        augmentation: Augmentation | None = None,
-        channels_last: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Images at `index` as normalised float32 (augmented if asked) and their labels."""
-        x = self.images[index]
-        if augmentation is not None:
-            if augmentation.crop_padding:
-                x = random_crop(x, augmentation.crop_padding)
-            if augmentation.flip:
-                x = random_flip(x)
+    def __call__(
+        self, images: torch.Tensor, normalise: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
+        """uint8 images N×3×H×W augmented in the study's order, normalised by `normalise` (float
+        pixels in [0, 255] in) between rotation and erasing; float32 out."""
+        x = images
+        if self.crop_padding:
+            x = random_crop(x, self.crop_padding)
+        if self.flip:
+            x = random_flip(x)
         x = x.float()
-        if augmentation is not None:
-            if augmentation.color_jitter:
-                x = color_jitter(x, augmentation.color_jitter)
-            if augmentation.rotation:
-                x = random_rotation(x, augmentation.rotation)
-        x = (x - self.mean) / self.std
-        if augmentation is not None:
-            if augmentation.erasing:
-                x = random_erasing(x, augmentation.erasing)
-            if augmentation.cutout:
-                x = cutout(x, augmentation.cutout)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x, self.labels[index]
+        if self.color_jitter:
+            x = color_jitter(x, self.color_jitter)
+        if self.rotation:
+            x = random_rotation(x, self.rotation)
+        x = normalise(x)
+        if self.erasing:
+            x = random_erasing(x, self.erasing)
+        if self.cutout:
+            x = cutout(x, self.cutout)
+        return x
 
 
 def random_crop(x: torch.Tensor, padding: int) -> torch.Tensor:

@@ -24,8 +24,9 @@ from tqdm import tqdm
 
 from cifar_study.config import Params
 from cifar_study.data.prepared import PreparedData
+from cifar_study.device import DeviceSplit, Runtime, split_logits
 from cifar_study.errors import ConfigError, StudyError
-from cifar_study.training.augment import Augmentation, DeviceSplit
+from cifar_study.training.augment import Augmentation
 from cifar_study.training.checkpoint import (
     load_checkpoint,
     rng_state,
@@ -33,7 +34,6 @@ from cifar_study.training.checkpoint import (
     set_rng_state,
 )
 from cifar_study.training.optim import build_optimizer, build_scheduler
-from cifar_study.training.runtime import Runtime
 
 CHECKPOINT_FORMAT = 1
 # Steps between host reads of the running loss (finiteness check, progress bar): each read
@@ -89,17 +89,10 @@ def evaluate(
     model: nn.Module, split: DeviceSplit, batch_size: int, runtime: Runtime
 ) -> dict[str, float]:
     """Mean cross-entropy and accuracy of `model` on a whole split (no augmentation)."""
-    was_training = model.training
-    model.eval()
     loss_sum, correct = torch.zeros((), device=split.device), torch.zeros((), device=split.device)
-    for start in range(0, len(split), batch_size):
-        index = torch.arange(start, min(start + batch_size, len(split)), device=split.device)
-        x, y = split.batch(index, channels_last=runtime.channels_last)
-        with runtime.autocast():
-            logits = model(x)
-        loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum")
+    for (logits,), y in split_logits(model, split, batch_size, runtime):
+        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum")
         correct += (logits.argmax(1) == y).sum()
-    model.train(was_training)
     return {"loss": loss_sum.item() / len(split), "acc": correct.item() / len(split)}
 
 
