@@ -1,0 +1,103 @@
+"""Gathering a seed sweep from `dvc exp show --json`: which runs count, and the whole command."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from training_helpers import TINY_PIPELINE, dvc, run_in
+
+from cifar_study.errors import DataError
+from cifar_study.seed_sweep import flatten, seed_runs
+from cifar_study.tooling.workspace import commit_all, create_workspace
+
+
+def run_data(seed: int, lr: float = 0.1, acc: float | None = 0.9) -> dict[str, Any]:
+    """One entry's `data` as `dvc exp show --json` writes it."""
+    params = {"params.yaml": {"data": {"seed": seed, "lr": lr, "resnet": {"width": 32}}}}
+    metrics = (
+        {
+            "metrics/comparison.json": {
+                "data": {
+                    "models": {"resnet": {"test_acc": acc}, "densenet": {"test_acc": acc - 0.01}}
+                }
+            }
+        }
+        if acc is not None
+        else {}
+    )
+    return {"params": params, "metrics": metrics}
+
+
+def shown(*experiments: tuple[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {"rev": "workspace", "data": run_data(0)},
+        {
+            "rev": "abc1234def",
+            "name": "main",
+            "data": run_data(0),
+            "experiments": [
+                {"revs": [{"rev": "f" * 40, "name": n, "data": d}]} for n, d in experiments
+            ],
+        },
+    ]
+
+
+def test_flatten_makes_dotted_keys() -> None:
+    assert flatten({"a": 1, "b": {"c": [2], "d": {"e": None}}}) == {
+        "a": 1,
+        "b.c": [2],
+        "b.d.e": None,
+    }
+
+
+def test_runs_of_the_same_recipe_count_and_others_are_named() -> None:
+    runs, models, left_out = seed_runs(
+        shown(
+            ("s1", run_data(1, acc=0.8)),
+            ("lr-low", run_data(2, lr=0.01)),
+            ("queued", run_data(3, acc=None)),
+        )
+    )
+    assert [(r.name, r.seed, r.test_acc["resnet"]) for r in runs] == [
+        ("main", 0, 0.9),
+        ("s1", 1, 0.8),
+    ]
+    assert models == ["resnet", "densenet"]
+    assert left_out == [
+        "lr-low: other params than the seed differ (lr)",
+        "queued: no metrics/comparison.json (not run yet, queued or failed)",
+    ]
+
+
+def test_a_repository_without_a_commit_is_an_error() -> None:
+    with pytest.raises(DataError, match="no commit in this repository"):
+        seed_runs([{"rev": "workspace", "data": run_data(0)}])
+
+
+@pytest.mark.slow
+def test_seed_sweep_over_three_seeds_on_digits(tmp_path: Path) -> None:
+    workspace = create_workspace(tmp_path / "ws", TINY_PIPELINE)
+    dvc(workspace, "repro")
+    commit_all(workspace, "seed 0")
+    dvc(workspace, "exp", "run", "--queue", "-S", "seed=range(1,3)")
+    dvc(workspace, "exp", "run", "--queue", "-n", "lr-low", "-S", "lr=0.01")
+    dvc(workspace, "queue", "start", "-j", "1")
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        status = dvc(workspace, "queue", "status")
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(5)
+    assert "Failed" not in status, status
+    done = run_in(workspace, sys.executable, "-m", "cifar_study.seed_sweep", "--out", "plots/seeds")
+    assert "left out lr-low: other params than the seed differ (lr)" in done.stdout
+    assert "over 3 seeds" in done.stdout and "resnet minus densenet" in done.stdout
+    summary = json.loads((workspace / "plots/seeds/seeds.json").read_text())
+    assert sorted(summary["seeds"]) == [0, 1, 2]
+    assert set(summary["models"]) == {"resnet", "densenet"}
+    assert (workspace / "plots/seeds/seeds.png").stat().st_size > 0
