@@ -95,7 +95,7 @@ def test_mixup_alpha_is_fixed_within_an_epoch_when_scheduled_per_epoch(
         torch.distributions, "Beta", lambda a, b: alphas.append(float(a)) or beta(a, b)
     )
     for epoch, batch in [(0, 0), (0, 3), (1, 0), (1, 5), (3, 2)]:
-        trainer.epoch, trainer.batch = epoch, batch
+        trainer.epoch, trainer.step_in_epoch = epoch, batch
         trainer._mixup_lambda()
     assert alphas == pytest.approx([0.2, 0.2, 0.15, 0.15, 0.05])
 
@@ -168,7 +168,7 @@ def test_resume_after_a_signal_is_bitwise_identical_on_cpu(tmp_path: Path, stop_
 
     interrupted = _trainer(tmp_path / "b", **recipe)
     _run_until_signal(interrupted, stop_at)
-    assert load_checkpoint(tmp_path / "b" / "ckpt.pt")["batch"] == (stop_at - 1) % 6 + 1
+    assert load_checkpoint(tmp_path / "b" / "ckpt.pt")["step_in_epoch"] == (stop_at - 1) % 6 + 1
 
     torch.manual_seed(1234)  # a different global RNG: the checkpoint must restore it
     resumed = _trainer(tmp_path / "b", seed=99, **recipe)  # and different initial weights
@@ -209,7 +209,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path
     with pytest.raises(NonFiniteLoss, match="loss became nan at epoch 2, step 2"):
         trainer.fit()
     state = load_checkpoint(tmp_path / "ckpt.pt")
-    assert state["epoch"] == 1 and state["batch"] == 0
+    assert state["epoch"] == 1 and state["step_in_epoch"] == 0
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 

@@ -11,7 +11,7 @@ from torch import nn
 from cifar_study.errors import ConfigError
 from cifar_study.models import available_models, build_model, register_model
 from cifar_study.models.init import initialise, whiten_first_conv
-from cifar_study.models.profile import count_parameters, macs_per_image
+from cifar_study.models.size import count_parameters, macs_per_image
 
 # The seed study's counts (REFERENCE §1); a new model must add its own.
 EXPECTED_PARAMETERS = {"resnet": 2_797_610, "densenet": 3_070_243}

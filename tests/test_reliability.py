@@ -383,7 +383,7 @@ def test_nan_loss_stops_the_train_stage_and_keeps_epoch_one(
     assert "last good checkpoint (run/checkpoints/resnet/last.pt, after epoch 1) was kept" in err
 
     state = load_checkpoint(project / "run" / "checkpoints" / "resnet" / "last.pt")
-    assert state["epoch"] == 1 and state["batch"] == 0 and not state["complete"]
+    assert state["epoch"] == 1 and state["step_in_epoch"] == 0 and not state["complete"]
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
     live = project / "run" / "metrics" / "resnet"
     for name in EPOCH_METRICS:
@@ -797,7 +797,7 @@ def test_sigterm_under_dvc_repro_resumes_to_the_uninterrupted_result(tmp_path: P
     assert (workspace / "dvc.lock").read_bytes() == lock
     assert not (workspace / "models" / "resnet").exists()  # nothing exported from a partial run
     state = load_checkpoint(checkpoint)  # saved within an epoch, after the step in progress
-    assert 1 <= state["epoch"] < 4 and state["batch"] >= 1 and not state["complete"]
+    assert 1 <= state["epoch"] < 4 and state["step_in_epoch"] >= 1 and not state["complete"]
 
     output = dvc(workspace, "repro", "train@resnet")
     assert "resuming from checkpoints/resnet/last.pt" in output

@@ -25,7 +25,7 @@ from cifar_study.errors import DataError
 from cifar_study.fileio import file_digest
 from cifar_study.inference import save_trained
 from cifar_study.models import build_model
-from cifar_study.models.profile import count_parameters, macs_per_image
+from cifar_study.models.size import count_parameters, macs_per_image
 from cifar_study.training.checkpoint import load_checkpoint
 
 # What the study trained with: CIFAR-10's official class order and its normalisation constants.

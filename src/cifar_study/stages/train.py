@@ -29,7 +29,7 @@ from cifar_study.errors import ConfigError
 from cifar_study.inference import save_trained
 from cifar_study.models import build_model, check_model_name
 from cifar_study.models.init import initialise, whiten_first_conv
-from cifar_study.models.profile import count_parameters, macs_per_image
+from cifar_study.models.size import count_parameters, macs_per_image
 from cifar_study.training.engine import LR_SAMPLES, StopSignal, Trainer, TrainingInterrupted
 
 

@@ -181,9 +181,9 @@ class Trainer:
 
         # Position in the run; all of it goes into the checkpoint.
         self.epoch = 0  # epochs completed
-        self.batch = 0  # steps completed within the current epoch
+        self.step_in_epoch = 0  # steps completed within the current epoch
         self.perm: torch.Tensor | None = None  # the current epoch's sample order
-        self.partial = _empty_partial()  # running sums of the current epoch
+        self.epoch_sums = _empty_epoch_sums()  # running sums of the current epoch
         self.history: list[dict[str, Any]] = []
         self.last_lr = params.lr  # the lr of the latest step, for logging
         self.lr_samples: list[list[float]] = []  # the current epoch's, see LR_SAMPLES
@@ -201,9 +201,9 @@ class Trainer:
             "fingerprint": self.fingerprint,
             "complete": self.epoch >= self.params.epochs,
             "epoch": self.epoch,
-            "batch": self.batch,
+            "step_in_epoch": self.step_in_epoch,
             "perm": self.perm,
-            "partial": dict(self.partial),
+            "epoch_sums": dict(self.epoch_sums),
             "history": list(self.history),
             "last_lr": self.last_lr,
             "lr_samples": list(self.lr_samples),
@@ -243,13 +243,18 @@ class Trainer:
                 f"{self.checkpoint_path} matches this configuration but cannot be restored "
                 f"({str(exc).splitlines()[0]}); delete it to start afresh"
             ) from None
-        self.epoch, self.batch, self.perm = state["epoch"], state["batch"], state["perm"]
-        self.partial, self.history = dict(state["partial"]), list(state["history"])
+        self.epoch, self.step_in_epoch, self.perm = (
+            state["epoch"],
+            state["step_in_epoch"],
+            state["perm"],
+        )
+        self.epoch_sums, self.history = dict(state["epoch_sums"]), list(state["history"])
         self.last_lr = state["last_lr"]
         self.lr_samples = list(state["lr_samples"])
         self.order_rng.set_state(state["order_rng"])
         set_rng_state(state["rng"][self.runtime.rank])
-        self._say(f"resuming from {self.checkpoint_path}: epoch {self.epoch + 1} step {self.batch}")
+        where = f"epoch {self.epoch + 1} step {self.step_in_epoch}"
+        self._say(f"resuming from {self.checkpoint_path}: {where}")
         return True
 
     def save(self) -> None:
@@ -280,8 +285,8 @@ class Trainer:
                     )
                     metrics.update({"val/loss": val["loss"], "val/acc": val["acc"]})
                 self.history.append(metrics)
-                self.epoch, self.batch, self.perm = self.epoch + 1, 0, None
-                self.partial, self.lr_samples = _empty_partial(), []
+                self.epoch, self.step_in_epoch, self.perm = self.epoch + 1, 0, None
+                self.epoch_sums, self.lr_samples = _empty_epoch_sums(), []
                 # Checkpoint before reporting: a crash in between replays from the checkpoint.
                 self.save()
                 if on_epoch is not None:
@@ -304,10 +309,10 @@ class Trainer:
             self.perm = torch.randperm(len(self.train_split), generator=self.order_rng)
         order = self.perm.to(runtime.device)  # copied once, not one host copy per step
         local = params.batch_size // runtime.world_size
-        start_time = time.perf_counter() - self.partial["seconds"]
+        start_time = time.perf_counter() - self.epoch_sums["seconds"]
         bar = tqdm(
-            range(self.batch, self.steps_per_epoch),
-            initial=self.batch,
+            range(self.step_in_epoch, self.steps_per_epoch),
+            initial=self.step_in_epoch,
             total=self.steps_per_epoch,
             desc=f"epoch {self.epoch + 1}/{params.epochs}",
             leave=False,
@@ -316,7 +321,7 @@ class Trainer:
         # The epoch's running sums stay on the device: reading them stalls a GPU until every
         # queued step has run, so the host looks only every SYNC_EVERY steps (see _sync).
         self._sums = torch.tensor(
-            [self.partial["loss_sum"], self.partial["correct"]],
+            [self.epoch_sums["loss_sum"], self.epoch_sums["correct"]],
             dtype=torch.float64,
             device=runtime.device,
         )
@@ -331,29 +336,29 @@ class Trainer:
                 self.lr_samples.append([self.epoch + b / self.steps_per_epoch, self.last_lr])
             self._watch_finite(loss, b + 1)
             self._sums += torch.stack([loss.detach().double() * len(y), correct.double()])
-            self.batch = b + 1
-            self.partial["seen"] += len(y)
+            self.step_in_epoch = b + 1
+            self.epoch_sums["seen"] += len(y)
             since_sync += 1
             stop = self.stop.signum is not None
             # One process can act on a signal at once; processes must agree, which costs a sync.
             if (
                 since_sync >= SYNC_EVERY
-                or self.batch == self.steps_per_epoch
+                or self.step_in_epoch == self.steps_per_epoch
                 or (stop and not runtime.distributed)
             ):
                 self._sync(bar)
                 since_sync = 0
                 if self._agreed(stop):
-                    self.partial["seconds"] = time.perf_counter() - start_time
+                    self.epoch_sums["seconds"] = time.perf_counter() - start_time
                     self.save()
                     raise TrainingInterrupted(
                         self.stop.signum or signal.SIGTERM, self.checkpoint_path
                     )
         bar.close()
-        self.partial["seconds"] = time.perf_counter() - start_time
-        seen, seconds = self.partial["seen"], self.partial["seconds"]
+        self.epoch_sums["seconds"] = time.perf_counter() - start_time
+        seen, seconds = self.epoch_sums["seen"], self.epoch_sums["seconds"]
         totals = torch.tensor(
-            [self.partial["loss_sum"], self.partial["correct"], seen],
+            [self.epoch_sums["loss_sum"], self.epoch_sums["correct"], seen],
             dtype=torch.float64,
             device=runtime.device,
         )
@@ -379,7 +384,7 @@ class Trainer:
     def _sync(self, bar: tqdm) -> None:
         """Bring the running sums to the host, stop on a non-finite loss, refresh the bar."""
         loss_sum, correct = self._sums.tolist()
-        self.partial["loss_sum"], self.partial["correct"] = loss_sum, correct
+        self.epoch_sums["loss_sum"], self.epoch_sums["correct"] = loss_sum, correct
         bad_step, bad_loss = self._first_bad.tolist()
         if self._agreed(bad_step > 0):
             raise NonFiniteLoss(
@@ -387,7 +392,7 @@ class Trainer:
                 f"training stopped and the last good checkpoint ({self.checkpoint_path}, "
                 f"after epoch {self.epoch}) was kept. Try a lower lr (now {self.params.lr})."
             )
-        bar.set_postfix(loss=f"{loss_sum / max(self.partial['seen'], 1):.3f}")
+        bar.set_postfix(loss=f"{loss_sum / max(self.epoch_sums['seen'], 1):.3f}")
 
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step; returns this process's batch loss and correct count, on the
@@ -422,7 +427,7 @@ class Trainer:
             if self.params.schedule_per == "epoch":
                 done = self.epoch / self.params.epochs
             else:
-                done = (self.epoch * self.steps_per_epoch + self.batch) / (
+                done = (self.epoch * self.steps_per_epoch + self.step_in_epoch) / (
                     self.params.epochs * self.steps_per_epoch
                 )
             alpha *= 1.0 - done
@@ -449,5 +454,5 @@ def _evenly_spaced(steps: int, count: int) -> frozenset[int]:
     return frozenset(round(i * (steps - 1) / (count - 1)) for i in range(count))
 
 
-def _empty_partial() -> dict[str, float]:
+def _empty_epoch_sums() -> dict[str, float]:
     return {"loss_sum": 0.0, "correct": 0.0, "seen": 0.0, "seconds": 0.0}
