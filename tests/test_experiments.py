@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from training_helpers import TINY_PIPELINE, dvc, import_every_stage, run_in
+from training_helpers import TINY_PIPELINE, dvc, import_every_stage, run_in, run_queue
 
 from cifar_study import recipes
 from cifar_study.config import parse_params
@@ -106,14 +105,8 @@ def test_changing_only_densenet_params_does_not_retrain_the_resnet(workspace: Pa
 
 def test_queued_sweep_and_exp_show(workspace: Path) -> None:
     dvc(workspace, "exp", "run", "--queue", "-S", "lr=0.02,0.1")
-    dvc(workspace, "queue", "start", "-j", "1")
-    deadline = time.monotonic() + 900
-    while time.monotonic() < deadline:
-        status = dvc(workspace, "queue", "status")
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(5)
-    assert "Failed" not in status, status + dvc(workspace, "queue", "logs", "--help")
+    status = run_queue(workspace)
+    assert "Failed" not in status and "Queued" not in status, status
     shown = json.loads(dvc(workspace, "exp", "show", "--json"))
     lrs = []
     for baseline in shown:

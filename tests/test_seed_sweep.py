@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from training_helpers import TINY_PIPELINE, dvc, run_in
+from training_helpers import TINY_PIPELINE, dvc, run_in, run_queue
 
 from cifar_study.errors import DataError
 from cifar_study.seed_sweep import flatten, seed_runs
@@ -86,14 +85,8 @@ def test_seed_sweep_over_three_seeds_on_digits(tmp_path: Path) -> None:
     commit_all(workspace, "seed 0")
     dvc(workspace, "exp", "run", "--queue", "-S", "seed=range(1,3)")
     dvc(workspace, "exp", "run", "--queue", "-n", "lr-low", "-S", "lr=0.01")
-    dvc(workspace, "queue", "start", "-j", "1")
-    deadline = time.monotonic() + 900
-    while time.monotonic() < deadline:
-        status = dvc(workspace, "queue", "status")
-        if "Queued" not in status and "Running" not in status:
-            break
-        time.sleep(5)
-    assert "Failed" not in status, status
+    status = run_queue(workspace)
+    assert "Failed" not in status and "Queued" not in status, status
     done = run_in(workspace, sys.executable, "-m", "cifar_study.seed_sweep", "--out", "plots/seeds")
     assert "left out lr-low: other params than the seed differ (lr)" in done.stdout
     assert "over 3 seeds" in done.stdout and "resnet minus densenet" in done.stdout

@@ -24,6 +24,7 @@ import struct
 import subprocess
 import sys
 import tarfile
+import time
 import urllib.error
 from pathlib import Path
 from typing import Any
@@ -428,6 +429,18 @@ def dvc(cwd: Path, *args: str) -> str:
     """`dvc ARGS` in `cwd`, through `run_in`: its output, stdout then stderr."""
     done = dvc_in(cwd, *args)
     return done.stdout + done.stderr
+
+
+def run_queue(workspace: Path, timeout: float = 900) -> str:
+    """Start the workspace's DVC experiment queue, one job at a time, and wait until nothing is
+    queued or running; returns the last `dvc queue status` (a failure shows as "Failed")."""
+    dvc(workspace, "queue", "start", "-j", "1")
+    deadline = time.monotonic() + timeout
+    while True:
+        status = dvc(workspace, "queue", "status")
+        if ("Queued" not in status and "Running" not in status) or time.monotonic() > deadline:
+            return status
+        time.sleep(5)
 
 
 def import_every_stage(workspace: Path, env: dict[str, str]) -> None:
