@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from training_step import training_step
 
 from cifar_study.config import load_params
 from cifar_study.device import resolve_runtime
@@ -61,17 +62,9 @@ def main(argv: list[str] | None = None) -> None:
     model = build_model("resnet", width=args.width)
     memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     x = ((pixels - 128) / 64).contiguous(memory_format=memory_format)
     y = torch.randint(0, 10, (n,))
-
-    def step() -> None:
-        with runtime.autocast():
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
+    step = training_step(model, x, y, runtime, lr=0.1)
     step_s = median_seconds(step, max(3, args.repeats // 5))
     print(
         f"batch {n}, {torch.get_num_threads()} threads, {runtime.precision_name}; "

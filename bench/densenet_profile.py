@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
+from training_step import training_step
 
 from cifar_study.config import load_params
 from cifar_study.device import Runtime, resolve_runtime
@@ -41,21 +41,6 @@ def kind_of(name: str) -> str:
     return "other"
 
 
-def step_fn(
-    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, runtime: Runtime
-) -> Callable[[], None]:
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-
-    def step() -> None:
-        with runtime.autocast():
-            loss = torch.nn.functional.cross_entropy(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    return step
-
-
 def measure(
     name: str, architecture: dict, runtime: Runtime, batch: int, steps: int
 ) -> tuple[float, dict[str, float]]:
@@ -65,7 +50,7 @@ def measure(
     model = build_model(name, **architecture).to(runtime.device, memory_format=fmt).train()
     x = torch.randn(batch, 3, 32, 32, device=runtime.device).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (batch,), device=runtime.device)
-    step = step_fn(model, x, y, runtime)
+    step = training_step(model, x, y, runtime, lr=0.01)
     step()  # warm-up
     start = time.perf_counter()
     for _ in range(steps):

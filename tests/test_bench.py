@@ -6,6 +6,7 @@ import os
 import runpy
 import shutil
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,9 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
 def script(name: str) -> dict[str, Any]:
+    """Run bench/<name> as `python bench/<name>` would: bench/ importable, for its shared pieces."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
     return runpy.run_path(str(BENCH / name))
 
 
