@@ -19,7 +19,6 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from cifar_study.config import Params
@@ -33,6 +32,7 @@ from cifar_study.training.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from cifar_study.training.ema import WeightAverage
 from cifar_study.training.optim import build_optimizer, build_scheduler
 
 CHECKPOINT_FORMAT = 1
@@ -157,13 +157,7 @@ class Trainer:
         self.optimizer = build_optimizer(self.model, params)
         self.scheduler = build_scheduler(self.optimizer, params, self.steps_per_epoch)
         self.scaler = torch.amp.GradScaler(device.type, enabled=runtime.needs_grad_scaler)
-        self.ema = (
-            AveragedModel(
-                self.model, multi_avg_fn=get_ema_multi_avg_fn(params.ema_decay), use_buffers=True
-            )
-            if params.ema_decay > 0
-            else None
-        )
+        self.ema = WeightAverage(self.model, params.ema_decay) if params.ema_decay > 0 else None
         self.criterion = nn.CrossEntropyLoss(label_smoothing=params.label_smoothing)
         forward_model: nn.Module = self.model
         if runtime.distributed:
@@ -279,6 +273,11 @@ class Trainer:
         try:
             while self.epoch < self.params.epochs:
                 metrics = self._train_epoch()
+                if self.ema is not None:
+                    # The average's BatchNorm statistics, for its weights (see training/ema.py).
+                    self.ema.recalibrate(
+                        self.train_split, self.params.eval_batch_size, self.runtime
+                    )
                 if self.val_split is not None:
                     val = evaluate(
                         self.eval_model, self.val_split, self.params.eval_batch_size, self.runtime
@@ -413,7 +412,7 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         if self.ema is not None:
-            self.ema.update_parameters(self.model)
+            self.ema.update(self.model)
         return loss.detach(), (logits.argmax(1) == y).sum()
 
     def _mixup_lambda(self) -> float | None:
