@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from training_step import training_step
 
+from cifar_study.architectures import ResNetSettings
 from cifar_study.config import load_params
 from cifar_study.device import resolve_runtime
 from cifar_study.models import build_model
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
 
     params = load_params(ROOT / "params.yaml")
     runtime = resolve_runtime("cpu", params.precision, params.channels_last)
-    model = build_model("resnet", width=args.width)
+    model = build_model("resnet", ResNetSettings(width=args.width))
     memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     x = ((pixels - 128) / 64).contiguous(memory_format=memory_format)

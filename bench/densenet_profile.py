@@ -11,6 +11,7 @@ concatenation, ReLU and the rest. The ResNet is measured beside it for scale.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -19,6 +20,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from training_step import training_step
 
+from cifar_study.architectures import ModelSettings
 from cifar_study.config import load_params
 from cifar_study.device import Runtime, resolve_runtime
 from cifar_study.models import build_model
@@ -42,12 +44,12 @@ def kind_of(name: str) -> str:
 
 
 def measure(
-    name: str, architecture: dict, runtime: Runtime, batch: int, steps: int
+    name: str, settings: ModelSettings, runtime: Runtime, batch: int, steps: int
 ) -> tuple[float, dict[str, float]]:
     """Seconds per step and the self time per kind of operation, over `steps` steps."""
     torch.manual_seed(0)
     fmt = torch.channels_last if runtime.channels_last else torch.contiguous_format
-    model = build_model(name, **architecture).to(runtime.device, memory_format=fmt).train()
+    model = build_model(name, settings).to(runtime.device, memory_format=fmt).train()
     x = torch.randn(batch, 3, 32, 32, device=runtime.device).contiguous(memory_format=fmt)
     y = torch.randint(0, 10, (batch,), device=runtime.device)
     step = training_step(model, x, y, runtime, lr=0.01)
@@ -89,8 +91,10 @@ def main(argv: list[str] | None = None) -> None:
             runtime = resolve_runtime(args.device, precision, channels_last)
             setting = f"{precision} {'channels_last' if channels_last else 'NCHW'}"
             for name in ("densenet", "resnet"):
-                architecture = tiny[name] if args.tiny else params.architecture(name)
-                seconds, shares = measure(name, architecture, runtime, args.batch_size, args.steps)
+                settings = params.model(name).settings
+                if args.tiny:
+                    settings = dataclasses.replace(settings, **tiny[name])
+                seconds, shares = measure(name, settings, runtime, args.batch_size, args.steps)
                 row = "".join(f"{shares.get(k, 0):>14.0%}" for k in kinds)
                 print(
                     f"{name:10}{setting:22}{seconds:>8.3f}{args.batch_size / seconds:>8.0f}  {row}"

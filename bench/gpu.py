@@ -59,9 +59,9 @@ def synchronize(device: torch.device) -> None:
 
 
 def build(model: str, params: Params, tiny: bool) -> torch.nn.Module:
-    architecture = {**params.architecture(model), **(TINY[model] if tiny else {})}
+    settings = dataclasses.replace(params.model(model).settings, **(TINY[model] if tiny else {}))
     torch.manual_seed(0)
-    net = build_model(model, **architecture)
+    net = build_model(model, settings)
     initialise(net, params.init)
     return net
 

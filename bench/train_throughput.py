@@ -91,7 +91,7 @@ def main() -> None:
     runtime = resolve_runtime(
         params.device, params.precision, params.channels_last, params.compile, params.deterministic
     )
-    arch = params.architecture(args.model)
+    settings = params.model(args.model).settings
     empty = Split(images[:0], labels[:0])
     data = PreparedData(
         classes, MEAN, STD, {"train": Split(images, labels), "val": empty, "test": empty}
@@ -99,7 +99,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         torch.manual_seed(0)
         trainer = Trainer(
-            build_model(args.model, **arch),
+            build_model(args.model, settings),
             data,
             params,
             runtime,
@@ -126,7 +126,7 @@ def main() -> None:
         drop_last=True,
         persistent_workers=True,
     )
-    model = build_model(args.model, **arch)
+    model = build_model(args.model, settings)
     baseline_rates = [baseline_epoch(model, loader) for _ in range(args.runs + 1)][1:]
 
     engine, baseline = statistics.median(engine_rates), statistics.median(baseline_rates)

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cifar_study.config import DataConfig, Params, load_params, parse_params
+from cifar_study.architectures import DenseNetSettings, ResNetSettings
+from cifar_study.config import SHARED_KEYS, DataConfig, Params, load_params, parse_params
 from cifar_study.errors import ConfigError, StudyError
+from cifar_study.rules import allowed_keys
 
 COMMITTED_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
@@ -38,12 +40,19 @@ def test_partial_section_keeps_other_defaults() -> None:
     assert params.seed == Params().seed
 
 
-TOP_LEVEL_KEYS = ", ".join(sorted(f.name for f in dataclasses.fields(Params)))
+TOP_LEVEL_KEYS = ", ".join(allowed_keys(Params))
 DATA_KEYS = ", ".join(sorted(f.name for f in dataclasses.fields(DataConfig)))
 
 
 def test_data_section_keys_are_the_documented_ones() -> None:
     assert DATA_KEYS == "mean, source, split_seed, std, val_size"
+
+
+def test_each_model_has_a_top_level_section_and_no_field_of_its_own() -> None:
+    keys = allowed_keys(Params)
+    assert {"resnet", "densenet", "train_fraction"} <= set(keys)
+    assert "architectures" not in keys
+    assert not {"resnet", "densenet", "train_fraction", "architectures"} & set(SHARED_KEYS)
 
 
 @pytest.mark.parametrize(
@@ -230,7 +239,46 @@ def test_normalisation_constants_go_together() -> None:
 
 def test_train_fraction_is_per_model() -> None:
     params = parse_params({"train_fraction": {"densenet": 0.05}})
-    assert params.train_fraction_of("resnet") == 1.0
-    assert params.train_fraction_of("densenet") == 0.05
-    with pytest.raises(ConfigError, match=r"no train_fraction\.vgg"):
-        params.train_fraction_of("vgg")
+    assert params.model("resnet").train_fraction == 1.0
+    assert params.model("densenet").train_fraction == 0.05
+    with pytest.raises(ConfigError, match=r"unknown key 'train_fraction\.vgg'; allowed keys at "):
+        parse_params({"train_fraction": {"vgg": 0.5}})
+
+
+def test_a_model_resolves_to_its_section_and_train_fraction() -> None:
+    raw = {"resnet": {"dropout": 0.2}, "densenet": {"blocks": [2, 2]}}
+    params = parse_params({**raw, "train_fraction": {"resnet": 1}})
+    resnet = params.model("resnet")
+    assert resnet.name == "resnet" and resnet.settings == ResNetSettings(dropout=0.2)
+    assert resnet.train_fraction == 1.0 and type(resnet.train_fraction) is float
+    assert params.model("densenet").settings == DenseNetSettings(blocks=(2, 2))
+    with pytest.raises(ConfigError, match="unknown model 'vgg'; known models: densenet, resnet"):
+        params.model("vgg")
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"resnet": {"width": -1}}, "resnet.width = -1 is not allowed; expected an integer > 0"),
+        ({"resnet": {"blocks": [2, 0]}}, "resnet.blocks = [2, 0] is not allowed; expected a list"),
+        ({"resnet": {"blocks": []}}, "resnet.blocks = [] must be a non-empty list"),
+        ({"resnet": {"depth": 3}}, "unknown key 'resnet.depth'; allowed keys at resnet: blocks,"),
+        ({"resnet": [32]}, "resnet must be a mapping, got list"),
+        ({"densenet": {"compression": 0}}, "densenet.compression = 0 is not allowed"),
+        ({"densenet": {"memory_efficient": 1}}, "densenet.memory_efficient = 1 must be true or"),
+    ],
+)
+def test_a_bad_architecture_section_names_the_key(raw: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match="^params.yaml: " + re.escape(message)):
+        parse_params(raw, source="params.yaml")
+
+
+def test_params_made_directly_are_checked_too() -> None:
+    with pytest.raises(ValueError, match=r"lr = -1 is not allowed; expected a number > 0"):
+        Params(lr=-1)
+    with pytest.raises(ValueError, match=r"train_fraction\.resnet = 0 is not allowed"):
+        Params(train_fraction={"resnet": 0, "densenet": 1.0})
+    with pytest.raises(ValueError, match="train_fraction must map each of resnet, densenet"):
+        Params(train_fraction={"resnet": 1.0})
+    with pytest.raises(ValueError, match="resnet must be a ResNetSettings, got DenseNetSettings"):
+        Params(architectures={"resnet": DenseNetSettings(), "densenet": DenseNetSettings()})

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from training_helpers import tiny_prepared
 
+from cifar_study.card import Normalization
 from cifar_study.device import DeviceSplit, resolve_runtime, split_logits
 from cifar_study.inference import classify
 from cifar_study.stages.train import normalised_sample
@@ -108,8 +109,7 @@ def test_prediction_and_whitening_normalise_an_image_as_training_does() -> None:
     trained_on, _ = split.batch(index, no_augmentation)  # a training batch, nothing drawn
 
     model = Recorder()
-    info = {"normalization": {"mean": list(data.mean), "std": list(data.std)}}
-    probs = classify(model, info, train.images)
+    probs = classify(model, Normalization(data.mean, data.std), train.images)
     assert torch.equal(torch.cat(model.inputs), trained_on)
     assert np.allclose(probs.sum(1), 1.0)
     # The whitening sample of the train stage (every image, when there are fewer than asked).

@@ -9,6 +9,7 @@ import functools
 import os
 import subprocess
 import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -76,9 +77,15 @@ def test_each_stage_lists_exactly_the_package_files_its_command_imports(name: st
 
 def recording(obj: Any, seen: set[str], prefix: str = "") -> Any:
     """A copy of the (frozen) dataclass `obj` that adds each field read to `seen` as a dotted
-    key, sections included; methods see the recording copy, so what they read counts too."""
+    key, sections included; methods see the recording copy, so what they read counts too.
+
+    A field with an entry per model records the entry read under its params.yaml key:
+    `train_fraction.resnet`, and `resnet` for the architecture sections, which sit at the top
+    level rather than under the field's name."""
     cls = type(obj)
-    names = {f.name for f in dataclasses.fields(cls)}
+    # Fields whose own name is no params.yaml key: only their entries are recorded.
+    unnamed = {f.name for f in dataclasses.fields(cls) if "sections" in f.metadata}
+    names = {f.name for f in dataclasses.fields(cls)} - unnamed
 
     def getattribute(self: Any, name: str) -> Any:
         if name in names:
@@ -92,8 +99,31 @@ def recording(obj: Any, seen: set[str], prefix: str = "") -> Any:
         value = getattr(obj, field.name)
         if dataclasses.is_dataclass(value):
             value = recording(value, seen, prefix + field.name + ".")
+        elif isinstance(value, Mapping):
+            within = prefix if field.name in unnamed else prefix + field.name + "."
+            value = RecordingMapping(value, seen, within)
         object.__setattr__(copy, field.name, value)
     return copy
+
+
+class RecordingMapping(Mapping):
+    """A read-only view of an entry-per-model field that records each entry read."""
+
+    def __init__(self, entries: Mapping[str, Any], seen: set[str], prefix: str) -> None:
+        self.entries, self.seen, self.prefix = entries, seen, prefix
+
+    def __getitem__(self, key: str) -> Any:
+        self.seen.add(self.prefix + key)
+        value = self.entries[key]
+        if dataclasses.is_dataclass(value):
+            return recording(value, self.seen, self.prefix + key + ".")
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.entries)
+
+    def __len__(self) -> int:
+        return len(self.entries)
 
 
 def is_covered(key: str, listed: list[str]) -> bool:
@@ -121,7 +151,7 @@ def recorded_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str,
     monkeypatch.setattr(
         train,
         "recipe_of",
-        lambda params, model: {"train_fraction": params.train_fraction_of(model)},
+        lambda params, model: {"train_fraction": model.train_fraction},
     )
 
     def run(name: str, module: Any, argv: list[str]) -> None:

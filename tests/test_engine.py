@@ -34,7 +34,7 @@ CPU = resolve_runtime("cpu", "auto", channels_last=False)
 def _trainer(tmp_path: Path, seed: int = 0, model: str = "resnet", **overrides) -> Trainer:
     params = tiny_params(**overrides)
     torch.manual_seed(seed)
-    net = build_model(model, num_classes=4, **params.architecture(model))
+    net = build_model(model, params.model(model).settings, num_classes=4)
     return Trainer(net, tiny_prepared(), params, CPU, tmp_path / "ckpt.pt", "fingerprint")
 
 

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from training_helpers import tiny_params
 
+from cifar_study.architectures import ResNetSettings
 from cifar_study.models import build_model
 from cifar_study.training.optim import build_optimizer, build_scheduler, lr_factor
 
@@ -82,7 +83,7 @@ def test_per_step_schedule_is_unchanged_by_the_unit_option() -> None:
 
 
 def test_norm_and_bias_parameters_can_be_spared_weight_decay() -> None:
-    model = build_model("resnet", num_classes=4, width=4, blocks=(1, 1))
+    model = build_model("resnet", ResNetSettings(width=4, blocks=(1, 1)), num_classes=4)
     shared = build_optimizer(model, tiny_params())
     assert len(shared.param_groups) == 1 and shared.param_groups[0]["weight_decay"] == 5e-4
     split = build_optimizer(model, tiny_params(decay_norm_and_bias=False))

@@ -45,8 +45,9 @@ def test_the_study_recipe_resolves_to_the_studys_values() -> None:
         assert getattr(params, key) == value, key
     # 0.1/9 on each wrong class and 0.9 on the right one: torch's label_smoothing = 1/9.
     assert params.label_smoothing == pytest.approx(1 / 9, abs=1e-15)
-    assert params.resnet.dropout == 0.2
-    assert params.resnet.width == 32 and params.resnet.blocks == (2, 2, 2, 2)
+    resnet = params.model("resnet").settings
+    assert resnet.dropout == 0.2
+    assert resnet.width == 32 and resnet.blocks == (2, 2, 2, 2)
     assert params.data.val_size == 0
     assert params.data.mean == (0.4914, 0.4822, 0.4465)
     assert params.data.std == (0.2470, 0.2435, 0.2616)

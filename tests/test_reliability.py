@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ast
 import csv
-import dataclasses
 import errno
 import hashlib
 import io
@@ -56,6 +55,7 @@ from cifar_study.data.prepared import prepare as prepare_arrays
 from cifar_study.data.raw import OFFICIAL_DIR
 from cifar_study.fileio import atomic_path
 from cifar_study.inference import load_trained
+from cifar_study.rules import allowed_keys
 from cifar_study.stages import download, prepare, train
 from cifar_study.tooling.workspace import commit_all, create_workspace, pipeline_env
 from cifar_study.training.checkpoint import load_checkpoint
@@ -294,8 +294,7 @@ def test_server_error_fails_the_download_stage_naming_the_url(
         (
             {"sed": 1},
             "resnet",
-            "unknown key 'sed'; allowed keys at the top level: "
-            + ", ".join(sorted(f.name for f in dataclasses.fields(Params))),
+            "unknown key 'sed'; allowed keys at the top level: " + ", ".join(allowed_keys(Params)),
         ),
         ({"lr": -1}, "resnet", "lr = -1 is not allowed; expected a number > 0"),
         ({"batch_size": "64"}, "resnet", "batch_size = '64' must be an integer"),
@@ -526,8 +525,9 @@ def test_disk_full_during_model_export_keeps_the_previous_model(
 
     assert exit_status(train.main, stage_args()) != 0
     assert snapshot(out) == before  # both files as they were, and no temporary file
-    _, info = load_trained(out)  # loads: tensors only, matching architecture
-    assert info["epochs"] == 2 and info["params"]["seed"] == 0
+    _, card = load_trained(out)  # loads: tensors only, matching architecture
+    assert card.training is not None
+    assert card.training.epochs == 2 and card.training.params["seed"] == 0
 
 
 @pytest.mark.parametrize("target", ["model.pt", "model.json"])

@@ -92,9 +92,10 @@ def test_converted_weights_give_the_study_models_outputs(
     torch.save(saved, tmp_path / "study.pth")
     assert study_weights.main([str(tmp_path / "study.pth"), "--out", str(tmp_path / "m")]) == 0
 
-    model, info = load_trained(tmp_path / "m")
-    assert info["classes"][0] == "airplane" and info["parameters"] == 2_797_610
-    assert info["normalization"]["std"] == [0.2470, 0.2435, 0.2616]
+    model, card = load_trained(tmp_path / "m")
+    assert card.classes[0] == "airplane" and card.parameters == 2_797_610
+    assert card.normalization.std == (0.2470, 0.2435, 0.2616)
+    assert card.training is None and card.architecture.dropout == 0.2
     x = torch.randn(8, 3, 32, 32)
     with torch.no_grad():
         assert torch.allclose(model(x), study_model(x), rtol=0, atol=1e-5)

@@ -15,7 +15,8 @@ import pytest
 import torch
 from training_helpers import EPOCH_METRICS, logged_steps, stage_args, tiny_raw, write_params
 
-from cifar_study.config import TrainFractions, load_params
+from cifar_study.card import ModelCard
+from cifar_study.config import load_params
 from cifar_study.data.prepared import prepare
 from cifar_study.device import resolve_runtime
 from cifar_study.models import build_model
@@ -38,8 +39,10 @@ def test_stage_writes_a_loadable_model_and_aligned_metrics(project: Path, model:
     info = json.loads((project / "run" / "models" / model / "model.json").read_text())
     assert info["model"] == model and info["classes"] == ["red", "green", "blue", "grey"]
     assert info["epochs"] == 2 and info["parameters"] > 0 and info["macs_per_image"] > 0
+    card = ModelCard.read(project / "run" / "models" / model / "model.json")
+    assert card.architecture == load_params(project / "params.yaml").model(model).settings
     state = torch.load(project / "run" / "models" / model / "model.pt", weights_only=True)
-    net = build_model(model, num_classes=4, **info["architecture"])
+    net = build_model(model, card.architecture, num_classes=4)
     net.load_state_dict(state)
 
     live = project / "run" / "metrics" / model
@@ -151,8 +154,8 @@ def test_each_model_has_its_own_train_fraction(project: Path) -> None:
     data = project / "data" / "prepared"
 
     def fingerprint_with(fractions: dict[str, float]) -> str:
-        changed = dataclasses.replace(params, train_fraction=TrainFractions(**fractions))
-        return train.fingerprint("resnet", changed, data, runtime)
+        changed = dataclasses.replace(params, train_fraction=fractions)
+        return train.fingerprint(train.TrainingJob.resolve(changed, "resnet", data), runtime)
 
     base = fingerprint_with({"resnet": 0.5, "densenet": 1.0})
     assert fingerprint_with({"resnet": 0.5, "densenet": 0.1}) == base

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from cifar_study.card import ModelCard, Normalization
 from cifar_study.device import DeviceSplit, Runtime, split_logits
 from cifar_study.errors import DataError, StudyError
 from cifar_study.fileio import atomic_dir, write_json
@@ -20,14 +19,15 @@ IMAGE_SIZE = 32
 PREDICT_RUNTIME = Runtime(torch.device("cpu"), amp_dtype=None, channels_last=False, compile=False)
 
 
-def save_trained(out: Path, state: dict[str, torch.Tensor], description: dict[str, Any]) -> None:
-    """Write `model.pt` (a plain state dict) and `model.json` into `out`, replaced whole.
+def save_trained(out: Path, state: dict[str, torch.Tensor], card: ModelCard) -> None:
+    """Write `model.pt` (a plain state dict) and `model.json` (its card) into `out`, replaced
+    whole.
 
-    Both files or neither: new weights must never sit beside another model's description.
+    Both files or neither: new weights must never sit beside another model's card.
     """
     writers = {
         "model.pt": lambda path: torch.save(state, path),
-        "model.json": lambda path: write_json(path, description),
+        "model.json": lambda path: write_json(path, card.to_json()),
     }
     with atomic_dir(out) as staging:
         for name, write in writers.items():
@@ -40,21 +40,19 @@ def save_trained(out: Path, state: dict[str, torch.Tensor], description: dict[st
                 ) from None
 
 
-def load_trained(model_dir: Path) -> tuple[torch.nn.Module, dict]:
-    """Rebuild a model from `model.json` and load `model.pt` (tensors only), in eval mode."""
+def load_trained(model_dir: Path) -> tuple[torch.nn.Module, ModelCard]:
+    """Rebuild a model from its card (`model.json`) and load `model.pt` (tensors only), in eval
+    mode."""
+    card = ModelCard.read(model_dir / "model.json")
     try:
-        info = json.loads((model_dir / "model.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError) as exc:
-        raise DataError(f"{model_dir / 'model.json'}: {exc}; run the train stage first") from None
-    try:
-        model = build_model(info["model"], num_classes=len(info["classes"]), **info["architecture"])
+        model = build_model(card.model, card.architecture, num_classes=len(card.classes))
         model.load_state_dict(load_checkpoint(model_dir / "model.pt"))
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+    except (TypeError, ValueError, RuntimeError) as exc:
         raise DataError(
             f"{model_dir}: model.json and model.pt do not describe one model "
             f"({str(exc).splitlines()[0]}); rerun the train stage"
         ) from None
-    return model.eval(), info
+    return model.eval(), card
 
 
 def read_image(path: Path) -> tuple[np.ndarray, str | None]:
@@ -83,11 +81,10 @@ def read_image(path: Path) -> tuple[np.ndarray, str | None]:
 
 @torch.no_grad()
 def classify(
-    model: torch.nn.Module, info: dict, images: np.ndarray, batch_size: int = 1024
+    model: torch.nn.Module, norm: Normalization, images: np.ndarray, batch_size: int = 1024
 ) -> np.ndarray:
-    """Class probabilities N×C for uint8 images N×32×32×3, normalised as in training, on the
-    CPU in fp32 (where `load_trained` leaves the model)."""
-    norm = info["normalization"]
-    split = DeviceSplit(images, None, norm["mean"], norm["std"], PREDICT_RUNTIME.device)
+    """Class probabilities N×C for uint8 images N×32×32×3, normalised as in training (`norm`,
+    the card's), on the CPU in fp32 (where `load_trained` leaves the model)."""
+    split = DeviceSplit(images, None, norm.mean, norm.std, PREDICT_RUNTIME.device)
     batches = split_logits(model, split, batch_size, PREDICT_RUNTIME)
     return torch.cat([logits.softmax(1) for (logits,), _ in batches]).numpy()

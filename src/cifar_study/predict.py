@@ -36,8 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.top_k < 1:
         parser.error("--top-k must be at least 1")
 
-    model, info = load_trained(args.model_dir)
-    classes = info["classes"]
+    model, card = load_trained(args.model_dir)
+    classes = card.classes
     results, failed = [], 0
     for path in args.files:
         try:
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append({"file": str(path), "error": str(exc)})
             print(f"error: {exc}", file=sys.stderr)
             continue
-        probs = classify(model, info, image[None])[0]
+        probs = classify(model, card.normalization, image[None])[0]
         top = np.argsort(-probs, kind="stable")[: args.top_k]
         results.append(
             {

@@ -12,15 +12,15 @@ the same 122 tensors in the same order and shapes under other names (`stem.0`, `
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from cifar_study.architectures import ResNetSettings
+from cifar_study.card import ConvertedFrom, ModelCard, Normalization
 from cifar_study.cli import user_errors_exit
-from cifar_study.config import ResNetConfig
 from cifar_study.errors import DataError
 from cifar_study.fileio import file_digest
 from cifar_study.inference import save_trained
@@ -43,7 +43,7 @@ CIFAR10_CLASSES = (
 )
 STUDY_MEAN = (0.4914, 0.4822, 0.4465)
 STUDY_STD = (0.2470, 0.2435, 0.2616)
-STUDY_ARCHITECTURE = dataclasses.replace(ResNetConfig(), dropout=0.2)
+STUDY_ARCHITECTURE = ResNetSettings(dropout=0.2)
 
 # Study name prefix → this project's, applied to the start of each key.
 _RENAMES = (
@@ -82,9 +82,7 @@ def rename(study_key: str) -> str:
 def convert(study: dict[str, torch.Tensor], num_classes: int) -> dict[str, torch.Tensor]:
     """The study's tensors under this project's names, checked against the ResNet's layout in
     order; the first key or shape that does not fit is named in the error."""
-    expected = build_model(
-        "resnet", num_classes=num_classes, **dataclasses.asdict(STUDY_ARCHITECTURE)
-    )
+    expected = build_model("resnet", STUDY_ARCHITECTURE, num_classes=num_classes)
     ours = expected.state_dict()
     theirs = list(study.items())
     for position, (name, tensor) in enumerate(ours.items()):
@@ -113,24 +111,20 @@ def _study_name(name: str) -> str:
     return re.sub(r"^stages\.(\d)\.", lambda m: f"layer{int(m.group(1)) + 1}.", name)
 
 
-def describe(checkpoint: Path, state: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """model.json for converted weights: what evaluation and prediction read, and the source."""
-    model = build_model(
-        "resnet", num_classes=len(CIFAR10_CLASSES), **dataclasses.asdict(STUDY_ARCHITECTURE)
-    )
+def describe(checkpoint: Path, state: dict[str, torch.Tensor]) -> ModelCard:
+    """The card (model.json) of converted weights: what evaluation and prediction read, and
+    the source."""
+    model = build_model("resnet", STUDY_ARCHITECTURE, num_classes=len(CIFAR10_CLASSES))
     model.load_state_dict(state)
-    return {
-        "model": "resnet",
-        "architecture": {
-            k: list(v) if isinstance(v, tuple) else v
-            for k, v in dataclasses.asdict(STUDY_ARCHITECTURE).items()
-        },
-        "classes": list(CIFAR10_CLASSES),
-        "normalization": {"mean": list(STUDY_MEAN), "std": list(STUDY_STD)},
-        "parameters": count_parameters(model),
-        "macs_per_image": macs_per_image(model),
-        "converted_from": {"checkpoint": str(checkpoint), "sha256": file_digest(checkpoint)},
-    }
+    return ModelCard(
+        model="resnet",
+        architecture=STUDY_ARCHITECTURE,
+        classes=CIFAR10_CLASSES,
+        normalization=Normalization(STUDY_MEAN, STUDY_STD),
+        parameters=count_parameters(model),
+        macs_per_image=macs_per_image(model),
+        converted_from=ConvertedFrom(str(checkpoint), file_digest(checkpoint)),
+    )
 
 
 @user_errors_exit

@@ -46,6 +46,8 @@ class PreparedData:
     mean: tuple[float, float, float]  # per channel, on the 0..1 scale, train split only
     std: tuple[float, float, float]
     splits: dict[str, Split]
+    # dataset.json's sha256 per array file: the data's identity (empty for data made in memory).
+    checksums: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def split_indices(labels: np.ndarray, val_size: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -204,4 +206,10 @@ def load_prepared(folder: Path, mmap: bool = False) -> PreparedData:
             arrays.append(np.load(array_path, allow_pickle=False, mmap_mode="r" if mmap else None))
         splits[name] = Split(*arrays)
     norm = summary["normalization"]
-    return PreparedData(tuple(summary["classes"]), tuple(norm["mean"]), tuple(norm["std"]), splits)
+    return PreparedData(
+        tuple(summary["classes"]),
+        tuple(norm["mean"]),
+        tuple(norm["std"]),
+        splits,
+        dict(summary["sha256"]),
+    )

@@ -13,31 +13,35 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib import ticker
 
+from cifar_study.card import ModelCard, TrainingRecord
 from cifar_study.evaluation.figures import save_figure
 from cifar_study.evaluation.significance import PairedComparison, paired_comparison
 
 
-def summarise(model_info: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
-    """One model's row: accuracy, size, cost, fit, time. `evaluation` is its eval metrics.json."""
-    final = model_info["final"]
+def summarise(
+    card: ModelCard, training: TrainingRecord, evaluation: dict[str, Any]
+) -> dict[str, Any]:
+    """One model's row: accuracy, size, cost, fit, time. `training` is the card's training
+    record, `evaluation` the model's eval metrics.json."""
+    final = training.final
     test = evaluation["test"]
     row = {
         "test_acc": test["acc"],
         "test_acc_flip_tta": test["acc_flip_tta"],
         "test_loss": test["loss"],
         "test_ece": test["ece"],
-        "parameters": model_info["parameters"],
-        "macs_per_image": model_info["macs_per_image"],
-        "test_acc_per_million_parameters": test["acc"] / (model_info["parameters"] / 1e6),
-        "epochs": model_info["epochs"],
-        "train_fraction": model_info["params"]["train_fraction"],
+        "parameters": card.parameters,
+        "macs_per_image": card.macs_per_image,
+        "test_acc_per_million_parameters": test["acc"] / (card.parameters / 1e6),
+        "epochs": training.epochs,
+        "train_fraction": training.train_fraction,
         # Logged on augmented, label-smoothed (maybe mixed-up) batches: an upper bound.
         "final_train_loss": final["train/loss"],
         "final_train_acc": final["train/acc"],
         "generalisation_gap_test_minus_train_loss": test["loss"] - final["train/loss"],
-        "train_time_s": model_info["train_time_s"],
+        "train_time_s": training.train_time_s,
         "train_images_per_s": float(
-            np.median([epoch["images_per_s"] for epoch in model_info["history"]])
+            np.median([epoch["images_per_s"] for epoch in training.history])
         ),
         "inference_images_per_s": evaluation["inference"]["images_per_s"],
     }

@@ -5,12 +5,13 @@ the ResNet, as the seed study reports.
 """
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from cifar_study.architectures import DenseNetSettings
 from cifar_study.models import register_model
 
 
@@ -81,50 +82,35 @@ class Transition(nn.Sequential):
         )
 
 
-@register_model("densenet")
+@register_model("densenet", DenseNetSettings)
 class DenseNet(nn.Module):
-    """DenseNet-BC: a 3x3 stem, dense blocks joined by compressing transitions, linear head."""
+    """DenseNet-BC: a 3x3 stem, dense blocks joined by compressing transitions, linear head.
 
-    def __init__(
-        self,
-        num_classes: int = 10,
-        growth_rate: int = 38,
-        blocks: Sequence[int] = (9, 9, 9),
-        compression: float = 0.5,
-        bottleneck_width: int = 4,
-        dropout: float = 0.0,
-        memory_efficient: bool = False,
-    ) -> None:
+    The settings checked their own ranges when they were made."""
+
+    def __init__(self, settings: DenseNetSettings, num_classes: int = 10) -> None:
         super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        if growth_rate < 1:
-            raise ValueError(f"growth_rate must be >= 1, got {growth_rate}")
-        if len(blocks) == 0 or any(n < 1 for n in blocks):
-            raise ValueError(f"blocks must be a non-empty sequence of ints >= 1, got {blocks}")
-        if not 0.0 < compression <= 1.0:
-            raise ValueError(f"compression must be in (0, 1], got {compression}")
-        if bottleneck_width < 1:
-            raise ValueError(f"bottleneck_width must be >= 1, got {bottleneck_width}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-
+        growth_rate, blocks = settings.growth_rate, settings.blocks
         # DenseNet-BC's CIFAR stem: one 3x3 conv to 2k channels (Huang et al., section 3).
         channels = 2 * growth_rate
         layers: list[nn.Module] = [nn.Conv2d(3, channels, 3, padding=1, bias=False)]
         for index, num_layers in enumerate(blocks):
             for _ in range(num_layers):
-                layers.append(Bottleneck(channels, growth_rate, bottleneck_width, memory_efficient))
+                layers.append(
+                    Bottleneck(
+                        channels, growth_rate, settings.bottleneck_width, settings.memory_efficient
+                    )
+                )
                 channels += growth_rate
             if index < len(blocks) - 1:
                 # Compression theta: a transition keeps floor(theta * m) of its m channels.
-                out_channels = int(compression * channels)
+                out_channels = int(settings.compression * channels)
                 layers.append(Transition(channels, out_channels))
                 channels = out_channels
         # Pre-activation layers leave the last block un-normalised: one final BN-ReLU.
         layers += [nn.BatchNorm2d(channels), nn.ReLU(inplace=True)]
         self.features = nn.Sequential(*layers)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(settings.dropout)
         self.fc = nn.Linear(channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -3,11 +3,10 @@
 With the defaults it has exactly 2,797,610 parameters, the count the seed study reports.
 """
 
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 
+from cifar_study.architectures import ResNetSettings
 from cifar_study.models import register_model
 
 
@@ -44,32 +43,20 @@ class BasicBlock(nn.Module):
         return self.relu(out + self.shortcut(x))
 
 
-@register_model("resnet")
+@register_model("resnet", ResNetSettings)
 class ResNet(nn.Module):
-    """CIFAR ResNet: 3x3 stem without max-pool, one stage per entry of ``blocks``, linear head."""
+    """CIFAR ResNet: 3x3 stem without max-pool, one stage per entry of ``blocks``, linear head.
 
-    def __init__(
-        self,
-        num_classes: int = 10,
-        width: int = 32,
-        blocks: Sequence[int] = (2, 2, 2, 2),
-        dropout: float = 0.0,
-    ) -> None:
+    The settings checked their own ranges when they were made."""
+
+    def __init__(self, settings: ResNetSettings, num_classes: int = 10) -> None:
         super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-        if width < 1:
-            raise ValueError(f"width must be >= 1, got {width}")
-        if len(blocks) == 0 or any(n < 1 for n in blocks):
-            raise ValueError(f"blocks must be a non-empty sequence of ints >= 1, got {blocks}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-
+        width = settings.width
         # 32x32 inputs are too small for ImageNet's 7x7 stride-2 stem and max-pool (He et al. 4.2).
         self.stem = nn.Sequential(conv3x3(3, width), nn.BatchNorm2d(width), nn.ReLU(inplace=True))
         stages: list[nn.Module] = []
         in_channels = width
-        for index, num_blocks in enumerate(blocks):
+        for index, num_blocks in enumerate(settings.blocks):
             out_channels = width * 2**index
             # Every stage after the first halves the resolution as it doubles the channels.
             first_stride = 1 if index == 0 else 2
@@ -78,7 +65,7 @@ class ResNet(nn.Module):
             stages.append(nn.Sequential(*layers))
             in_channels = out_channels
         self.stages = nn.Sequential(*stages)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = nn.Dropout(settings.dropout)
         self.fc = nn.Linear(in_channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

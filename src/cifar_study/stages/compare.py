@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from cifar_study.card import ModelCard
 from cifar_study.cli import user_errors_exit
 from cifar_study.errors import DataError
 from cifar_study.evaluation.comparison import (
@@ -36,19 +37,25 @@ def _read_json(path: Path) -> dict:
 
 def _read_model(model: str, model_root: Path, eval_root: Path) -> dict[str, Any]:
     """What the comparison needs of one model, from its model.json and eval metrics.json."""
-    info_path, eval_path = model_root / model / "model.json", eval_root / model / "metrics.json"
-    info, evaluation = _read_json(info_path), _read_json(eval_path)
+    card_path, eval_path = model_root / model / "model.json", eval_root / model / "metrics.json"
+    card, evaluation = ModelCard.read(card_path), _read_json(eval_path)
+    training = card.training
+    if training is None:
+        raise DataError(
+            f"{card_path} holds converted weights, with no training record to compare: "
+            "run the train stage"
+        )
     try:
-        runtime = info["runtime"]
+        runtime = training.runtime
         return {
-            "row": summarise(info, evaluation),
-            "history": info["history"],
+            "row": summarise(card, training, evaluation),
+            "history": training.history,
             "per_class": evaluation["test"]["per_class_acc"],
-            "trained": f"{info['epochs']} epochs on {runtime['device']} ({runtime['precision']})",
+            "trained": f"{training.epochs} epochs on {runtime['device']} ({runtime['precision']})",
         }
     except (KeyError, TypeError) as exc:
         raise DataError(
-            f"{info_path} or {eval_path} lacks {exc}; rerun the train and evaluate stages"
+            f"{card_path} or {eval_path} lacks {exc}; rerun the train and evaluate stages"
         ) from None
 
 

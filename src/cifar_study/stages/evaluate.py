@@ -45,21 +45,21 @@ def main(argv: list[str] | None = None) -> int:
 
     params = load_params(args.params)
     runtime = resolve_runtime(params.device, params.precision, params.channels_last)
-    model, info = load_trained(args.model_dir)
+    model, card = load_trained(args.model_dir)
     memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
     model = model.to(runtime.device, memory_format=memory_format)
     data = load_prepared(args.data)
     classes = data.classes
-    if list(info["classes"]) != list(classes):
+    if list(card.classes) != list(classes):
         raise DataError(
-            f"{args.model_dir} was trained on classes {info['classes']}, but {args.data} has "
+            f"{args.model_dir} was trained on classes {list(card.classes)}, but {args.data} has "
             f"{list(classes)}: evaluate it on the data it was trained for"
         )
     test = data.splits["test"]
     # The model's own normalisation (model.json), as predict uses: converted weights may have
     # been trained with other constants than this data's measured ones.
-    norm = info["normalization"]
-    split = DeviceSplit(test.images, test.labels, norm["mean"], norm["std"], runtime.device)
+    norm = card.normalization
+    split = DeviceSplit(test.images, test.labels, norm.mean, norm.std, runtime.device)
 
     views = predict_proba(model, split, params.eval_batch_size, runtime, params.tta_translate)
     probs = views["plain"]
@@ -85,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         "inference/images_per_s": speed["images_per_s"],
         "inference/batch_latency_ms": speed["batch_latency_ms"],
         "inference/batch_size": speed["batch_size"],
-        "parameters": info["parameters"],
-        "macs_per_image": info["macs_per_image"],
+        "parameters": card.parameters,
+        "macs_per_image": card.macs_per_image,
         **{f"test/per_class_acc/{c}": float(a) for c, a in zip(classes, per_class, strict=True)},
     }
 
@@ -107,10 +107,10 @@ def main(argv: list[str] | None = None) -> int:
             x="accuracy",
             y="class",
             template="bar_horizontal",
-            title=f"{info['model']}: test accuracy per class",
+            title=f"{card.model}: test accuracy per class",
         )
 
-    title = f"{info['model']} on the test split"
+    title = f"{card.model} on the test split"
     figures.confusion_matrix_png(
         confusion_matrix(labels, predicted, labels=range(len(classes))),
         classes,
@@ -123,11 +123,11 @@ def main(argv: list[str] | None = None) -> int:
         labels,
         probs,
         classes,
-        f"{info['model']}: most confident mistakes on the test split",
+        f"{card.model}: most confident mistakes on the test split",
         args.plots / "confident_errors.png",
     )
     print(
-        f"{info['model']}: test accuracy {metrics['test/acc']:.2%} "
+        f"{card.model}: test accuracy {metrics['test/acc']:.2%} "
         f"(flip TTA {metrics['test/acc_flip_tta']:.2%}), loss {metrics['test/loss']:.4f}, "
         f"ECE {ece:.2%}, {speed['images_per_s']:,.0f} images/s on {runtime.device}"
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import json
 from pathlib import Path
@@ -21,13 +22,14 @@ from typing import Any
 import torch
 from dvclive import Live
 
+from cifar_study.architectures import ModelSettings
+from cifar_study.card import ModelCard, Normalization, TrainingRecord
 from cifar_study.cli import user_errors_exit
-from cifar_study.config import SHARED_KEYS, Params, load_params
-from cifar_study.data.prepared import PreparedData, load_prepared, read_summary, train_subset
+from cifar_study.config import SHARED_KEYS, ModelParams, Params, load_params
+from cifar_study.data.prepared import PreparedData, load_prepared, train_subset
 from cifar_study.device import DeviceSplit, Runtime, process_group, resolve_runtime
-from cifar_study.errors import ConfigError
 from cifar_study.inference import save_trained
-from cifar_study.models import build_model, check_model_name
+from cifar_study.models import build_model
 from cifar_study.models.init import initialise, whiten_first_conv
 from cifar_study.models.size import count_parameters, macs_per_image
 from cifar_study.training.engine import LR_SAMPLES, StopSignal, Trainer, TrainingInterrupted
@@ -44,41 +46,45 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainingJob:
+    """One model's training, resolved once in `main` from params.yaml and the prepared data,
+    then handed to everything after it: what to build, on which data, with which recipe."""
+
+    model: str  # the registered name
+    settings: ModelSettings  # its params.yaml section
+    train_fraction: float  # the share of the train split that `data` keeps
+    recipe: dict[str, Any]  # the shared keys and the train fraction, as model.json records them
+    data: PreparedData  # the splits, with dataset.json's classes, normalisation and checksums
+
+    @classmethod
+    def resolve(cls, params: Params, model: str, data_dir: Path) -> TrainingJob:
+        """The job for `model`: ConfigError for an unknown model before any data is read."""
+        spec = params.model(model)
+        data = train_subset(
+            load_prepared(data_dir), spec.train_fraction, params.seed, key=f"train_fraction.{model}"
+        )
+        return cls(model, spec.settings, spec.train_fraction, recipe_of(params, spec), data)
+
+
 @user_errors_exit
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     params = load_params(args.params)
-    check_model_name(args.model)
-    architecture = params.architecture(args.model)
-    classes = read_summary(args.data)["classes"]
+    job = TrainingJob.resolve(params, args.model, args.data)
     torch.manual_seed(params.seed)
-    try:
-        model = build_model(args.model, num_classes=len(classes), **architecture)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"params.yaml section '{args.model}': {exc}") from None
+    model = build_model(job.model, job.settings, num_classes=len(job.data.classes))
     initialise(model, params.init)
     size = {"parameters": count_parameters(model), "macs_per_image": macs_per_image(model)}
     runtime = resolve_runtime(
         params.device, params.precision, params.channels_last, params.compile, params.deterministic
     )
-    data = train_subset(
-        load_prepared(args.data),
-        params.train_fraction_of(args.model),
-        params.seed,
-        key=f"train_fraction.{args.model}",
-    )
     if params.whiten_stem:
-        whiten_first_conv(model, normalised_sample(data))
+        whiten_first_conv(model, normalised_sample(job.data))
     stop = StopSignal()
     with stop.installed(), process_group(runtime):
         trainer = Trainer(
-            model,
-            data,
-            params,
-            runtime,
-            args.checkpoint,
-            fingerprint(args.model, params, args.data, runtime),
-            stop,
+            model, job.data, params, runtime, args.checkpoint, fingerprint(job, runtime), stop
         )
         trainer.resume()
         live = _open_live(args.live, size, runtime) if runtime.is_main else None
@@ -91,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"error: {exc}", flush=True)
                 return 128 + exc.signum
         if runtime.is_main:
-            export(trainer, args.model, architecture, classes, data.mean, data.std, size, args.out)
+            export(trainer, job, size, args.out)
     return 0
 
 
@@ -104,7 +110,7 @@ def normalised_sample(data: PreparedData, count: int = 10_000) -> torch.Tensor:
     return split.batch(torch.arange(len(split)))[0]
 
 
-def fingerprint(model: str, params: Params, data_dir: Path, runtime: Runtime) -> str:
+def fingerprint(job: TrainingJob, runtime: Runtime) -> str:
     """What a checkpoint must match to be resumed: model, recipe, data, the code that trains
     (the data path on the device included), and the resolved runtime (`auto` may resolve
     differently on another machine)."""
@@ -114,21 +120,21 @@ def fingerprint(model: str, params: Params, data_dir: Path, runtime: Runtime) ->
     for path in sorted(trains):
         code.update(path.read_bytes())
     identity = {
-        "model": model,
-        "architecture": params.architecture(model),
-        "recipe": recipe_of(params, model),
-        "data": read_summary(data_dir)["sha256"],
+        "model": job.model,
+        "architecture": dataclasses.asdict(job.settings),
+        "recipe": job.recipe,
+        "data": job.data.checksums,
         "code": code.hexdigest(),
         "runtime": [runtime.device.type, runtime.precision_name, runtime.world_size],
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def recipe_of(params: Params, model: str) -> dict[str, Any]:
+def recipe_of(params: Params, model: ModelParams) -> dict[str, Any]:
     """The training recipe `model` is trained with: the shared keys and its train fraction."""
     return {
         **{key: getattr(params, key) for key in SHARED_KEYS},
-        "train_fraction": params.train_fraction_of(model),
+        "train_fraction": model.train_fraction,
     }
 
 
@@ -187,35 +193,27 @@ def _report(live: Live | None, epoch: int, params: Params, metrics: dict[str, An
     )
 
 
-def export(
-    trainer: Trainer,
-    model_name: str,
-    architecture: dict[str, Any],
-    classes: list[str],
-    mean: tuple[float, ...],
-    std: tuple[float, ...],
-    size: dict[str, int],
-    out: Path,
-) -> None:
-    """Write `model.pt` (a plain state dict) and `model.json` (what evaluation needs)."""
+def export(trainer: Trainer, job: TrainingJob, size: dict[str, int], out: Path) -> None:
+    """Write `model.pt` (a plain state dict) and `model.json` (the model's card)."""
     state = {k: v.detach().cpu().contiguous() for k, v in trainer.eval_model.state_dict().items()}
-    description = {
-        "model": model_name,
-        "architecture": {
-            k: list(v) if isinstance(v, tuple) else v for k, v in architecture.items()
-        },
-        "classes": classes,
-        "normalization": {"mean": list(mean), "std": list(std)},
-        **size,
-        "epochs": trainer.epoch,
-        "ema": trainer.ema is not None,
-        "final": _epoch_scalars(trainer.history[-1]) if trainer.history else {},
-        "history": trainer.history,
-        "train_time_s": sum(m["epoch_time_s"] for m in trainer.history),
-        "runtime": resolved_runtime(trainer.runtime),
-        "params": recipe_of(trainer.params, model_name),
-    }
-    save_trained(out, state, description)
+    card = ModelCard(
+        model=job.model,
+        architecture=job.settings,
+        classes=job.data.classes,
+        normalization=Normalization(job.data.mean, job.data.std),
+        parameters=size["parameters"],
+        macs_per_image=size["macs_per_image"],
+        training=TrainingRecord(
+            epochs=trainer.epoch,
+            ema=trainer.ema is not None,
+            final=_epoch_scalars(trainer.history[-1]) if trainer.history else {},
+            history=trainer.history,
+            train_time_s=sum(m["epoch_time_s"] for m in trainer.history),
+            runtime=resolved_runtime(trainer.runtime),
+            params=job.recipe,
+        ),
+    )
+    save_trained(out, state, card)
 
 
 if __name__ == "__main__":
