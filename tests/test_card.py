@@ -95,6 +95,18 @@ def test_a_card_made_in_python_writes_the_json_layout() -> None:
     assert card.to_json() == converted()
 
 
+def test_a_card_holds_the_settings_of_its_own_model() -> None:
+    with pytest.raises(ValueError, match="model 'resnet' cannot hold DenseNetSettings"):
+        ModelCard(
+            model="resnet",
+            architecture=DenseNetSettings(),
+            classes=("cat",),
+            normalization=Normalization((0.5,) * 3, (0.2,) * 3),
+            parameters=1,
+            macs_per_image=1,
+        )
+
+
 def edited(data: dict[str, Any], dotted: str, value: Any = None, drop: bool = False) -> dict:
     data = copy.deepcopy(data)
     *parents, last = dotted.split(".")

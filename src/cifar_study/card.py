@@ -67,6 +67,13 @@ class ModelCard:
     training: TrainingRecord | None = None
     converted_from: ConvertedFrom | None = None
 
+    def __post_init__(self) -> None:
+        declared = SETTINGS.get(self.model)
+        if declared is None or not isinstance(self.architecture, declared):
+            raise ValueError(
+                f"a card for model {self.model!r} cannot hold {type(self.architecture).__name__}"
+            )
+
     def to_json(self) -> dict[str, Any]:
         """The `model.json` mapping, its keys in the order the pipeline has always used."""
         data: dict[str, Any] = {
