@@ -18,7 +18,7 @@ import yaml
 from training_helpers import TINY_RECIPE
 
 from cifar_study.config import Params, load_params
-from cifar_study.stages import compare, download, evaluate, prepare, train
+from cifar_study.stages import compare, download, evaluate, prepare, robustness, train
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ("resnet", "densenet")
@@ -183,6 +183,20 @@ def recorded_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str,
                 f"plots/{model}",
             ],
         )
+        run(
+            f"robustness@{model}",
+            robustness,
+            [
+                "--model-dir",
+                f"models/{model}",
+                "--data",
+                "prepared",
+                "--live",
+                f"robust/{model}",
+                "--plots",
+                f"plots/robustness/{model}",
+            ],
+        )
     compare_argv = [
         "--models",
         *MODELS,
@@ -190,6 +204,8 @@ def recorded_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str,
         "models",
         "--eval-root",
         "eval",
+        "--robustness-root",
+        "robust",
         "--out",
         "comparison.json",
         "--report",

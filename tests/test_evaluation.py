@@ -14,10 +14,11 @@ from PIL import Image
 from training_helpers import PARAMS_FILE, TINY_RECIPE, tiny_prepared, tiny_raw
 
 from cifar_study import predict
+from cifar_study.config import CORRUPTIONS, SEVERITIES
 from cifar_study.data.prepared import prepare
 from cifar_study.device import DeviceSplit, resolve_runtime
 from cifar_study.evaluation import comparison, metrics
-from cifar_study.stages import compare, evaluate, train
+from cifar_study.stages import compare, evaluate, robustness, train
 
 
 def test_ece_is_zero_for_calibrated_and_the_gap_for_overconfident_predictions() -> None:
@@ -207,6 +208,23 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
             )
             == 0
         )
+        assert (
+            robustness.main(
+                [
+                    "--model-dir",
+                    str(root / "models" / model),
+                    "--params",
+                    str(root / "params.yaml"),
+                    "--data",
+                    str(root / "data/prepared"),
+                    "--live",
+                    str(root / "metrics/robustness" / model),
+                    "--plots",
+                    str(root / "plots/robustness" / model),
+                ]
+            )
+            == 0
+        )
     assert (
         compare.main(
             [
@@ -217,6 +235,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 str(root / "models"),
                 "--eval-root",
                 str(root / "metrics/eval"),
+                "--robustness-root",
+                str(root / "metrics/robustness"),
                 "--out",
                 str(root / "metrics/comparison.json"),
                 "--report",
@@ -274,8 +294,35 @@ def test_compare_reports_measured_numbers(trained: Path) -> None:
     }
     assert f"resnet {epochs['resnet']} epochs on cpu" in report
     assert f"densenet {epochs['densenet']} epochs on cpu" in report
-    for png in ("curves.png", "per_class_accuracy.png"):
+    for png in ("curves.png", "per_class_accuracy.png", "robustness.png"):
         assert (trained / "plots/comparison" / png).is_file()
+    robust = json.loads((trained / "metrics/robustness/resnet/metrics.json").read_text())
+    row = result["models"]["resnet"]
+    assert row["corruption_acc_mean"] == robust["robustness"]["mean_corruption_acc"]
+    assert f"| Test accuracy under corruption (mean) | {row['corruption_acc_mean']:.2%} |" in report
+    gap = result["resnet_versus"]["densenet"]["corruption_acc_gap"]
+    densenet_row = result["models"]["densenet"]
+    assert gap == pytest.approx(row["corruption_acc_mean"] - densenet_row["corruption_acc_mean"])
+
+
+def test_robustness_scores_every_corruption_and_severity_of_params_yaml(trained: Path) -> None:
+    metrics = json.loads((trained / "metrics/robustness/resnet/metrics.json").read_text())
+    scored = metrics["robustness"]
+    table = {name: scored[name] for name in CORRUPTIONS}
+    assert all(
+        set(row) == {"mean", *(f"severity_{s}" for s in SEVERITIES)} for row in table.values()
+    )
+    every = [row[f"severity_{s}"] for row in table.values() for s in SEVERITIES]
+    assert scored["mean_corruption_acc"] == pytest.approx(sum(every) / len(every))
+    assert scored["test_images"] == 24
+    clean = json.loads((trained / "metrics/eval/resnet/metrics.json").read_text())["test"]["acc"]
+    assert scored["clean_acc"] == pytest.approx(clean)  # the same images, the same weights
+    plots = trained / "metrics/robustness/resnet/plots/custom"
+    by_severity = json.loads((plots / "accuracy_by_severity.json").read_text())
+    assert [point["severity"] for point in by_severity] == [0, 1, 2, 3, 4, 5]
+    assert len(json.loads((plots / "accuracy_by_corruption.json").read_text())) == len(CORRUPTIONS)
+    with Image.open(trained / "plots/robustness/resnet/heatmap.png") as image:
+        assert image.format == "PNG"
 
 
 @pytest.mark.parametrize(

@@ -88,6 +88,50 @@ INITS = ("he", "pytorch")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
+# The corruptions of CIFAR-10-C that need no image assets (Hendrycks & Dietterich, 2019), made
+# by evaluation/corruptions.py, and their severities.
+CORRUPTIONS: tuple[str, ...] = (
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "defocus_blur",
+    "gaussian_blur",
+    "brightness",
+    "contrast",
+    "saturate",
+    "jpeg_compression",
+    "pixelate",
+)
+SEVERITIES: tuple[int, ...] = (1, 2, 3, 4, 5)
+
+
+def _distinct_among(choices: tuple, allowed: str) -> dict[str, Any]:
+    """A non-empty list of distinct entries, each one of `choices`."""
+    return rule(lambda v: len(set(v)) == len(v) and all(x in choices for x in v), allowed)
+
+
+@dataclasses.dataclass(frozen=True)
+class RobustnessConfig(Checked):
+    """Which corrupted copies of the test split `robustness@<model>` scores each model on."""
+
+    corruptions: tuple[str, ...] = dataclasses.field(
+        default=CORRUPTIONS,
+        metadata=_distinct_among(
+            CORRUPTIONS, "a list of distinct names among " + ", ".join(CORRUPTIONS)
+        ),
+    )
+    severities: tuple[int, ...] = dataclasses.field(
+        default=SEVERITIES,
+        metadata=_distinct_among(SEVERITIES, "a list of distinct integers in 1..5"),
+    )
+    # Evenly spaced test images scored, for slow machines; null: all of them.
+    test_images: int | None = dataclasses.field(
+        default=None, metadata=rule(lambda v: v is None or v > 0, "null (all) or an integer > 0")
+    )
+    # Seeds the noise corruptions' draws.
+    seed: int = dataclasses.field(default=0, metadata=non_negative("an integer"))
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelParams:
     """One model's share of params.yaml: its `<model>:` section and `train_fraction.<model>`."""
@@ -159,6 +203,8 @@ class Params(Checked):
         default=2,
         metadata={**rule(lambda v: 0 <= v <= 8, "pixels in [0, 8] (0: off)"), "evaluation": True},
     )
+
+    robustness: RobustnessConfig = dataclasses.field(default_factory=RobustnessConfig)
 
     # Runtime: where and how to compute. None of these changes what is learnt, only how fast.
     device: str = dataclasses.field(

@@ -9,6 +9,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from cifar_study.card import ModelCard, Normalization
+from cifar_study.data.prepared import Split, load_prepared
 from cifar_study.device import DeviceSplit, Runtime, split_logits
 from cifar_study.errors import DataError, StudyError
 from cifar_study.fileio import atomic_dir, write_json
@@ -53,6 +54,23 @@ def load_trained(model_dir: Path) -> tuple[torch.nn.Module, ModelCard]:
             f"({str(exc).splitlines()[0]}); rerun the train stage"
         ) from None
     return model.eval(), card
+
+
+def load_for_test(
+    model_dir: Path, data_dir: Path, runtime: Runtime
+) -> tuple[torch.nn.Module, ModelCard, Split]:
+    """A trained model on the runtime's device and memory format, its card, and the test split
+    of the prepared data in `data_dir`, which must have the classes the model was trained on."""
+    model, card = load_trained(model_dir)
+    memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
+    model = model.to(runtime.device, memory_format=memory_format)
+    data = load_prepared(data_dir)
+    if list(card.classes) != list(data.classes):
+        raise DataError(
+            f"{model_dir} was trained on classes {list(card.classes)}, but {data_dir} has "
+            f"{list(data.classes)}: evaluate it on the data it was trained for"
+        )
+    return model, card, data.splits["test"]
 
 
 def read_image(path: Path) -> tuple[np.ndarray, str | None]:

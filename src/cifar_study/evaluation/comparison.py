@@ -19,10 +19,14 @@ from cifar_study.evaluation.significance import PairedComparison, paired_compari
 
 
 def summarise(
-    card: ModelCard, training: TrainingRecord, evaluation: dict[str, Any]
+    card: ModelCard,
+    training: TrainingRecord,
+    evaluation: dict[str, Any],
+    robustness: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One model's row: accuracy, size, cost, fit, time. `training` is the card's training
-    record, `evaluation` the model's eval metrics.json."""
+    """One model's row: accuracy, size, cost, fit, time, and robustness when given.
+    `training` is the card's training record, `evaluation` the model's eval metrics.json,
+    `robustness` its robustness metrics.json."""
     final = training.final
     test = evaluation["test"]
     row = {
@@ -47,6 +51,10 @@ def summarise(
     }
     if "acc_flip_translate_tta" in test:
         row["test_acc_flip_translate_tta"] = test["acc_flip_translate_tta"]
+    if robustness is not None:
+        scored = robustness["robustness"]
+        row["corruption_acc_mean"] = scored["mean_corruption_acc"]
+        row["corruption_acc_relative"] = scored["relative_acc"]
     if "val/loss" in final:
         row["final_val_loss"] = final["val/loss"]
         row["final_val_acc"] = final["val/acc"]
@@ -67,6 +75,14 @@ def compare(rows: dict[str, dict[str, Any]], correct: dict[str, np.ndarray]) -> 
             "parameter_ratio": rows[other]["parameters"] / first["parameters"],
             "macs_ratio": rows[other]["macs_per_image"] / first["macs_per_image"],
             "train_time_ratio": rows[other]["train_time_s"] / first["train_time_s"],
+            **(
+                {
+                    "corruption_acc_gap": first["corruption_acc_mean"]
+                    - rows[other]["corruption_acc_mean"]
+                }
+                if "corruption_acc_mean" in first
+                else {}
+            ),
             "paired_test": dataclasses.asdict(paired_comparison(correct[names[0]], correct[other])),
         }
         for other in names[1:]
@@ -80,6 +96,8 @@ _TABLE = [
     ("Test accuracy, flip + translate TTA", "test_acc_flip_translate_tta", "{:.2%}"),
     ("Test loss", "test_loss", "{:.4f}"),
     ("Expected calibration error", "test_ece", "{:.2%}"),
+    ("Test accuracy under corruption (mean)", "corruption_acc_mean", "{:.2%}"),
+    ("Under corruption, relative to clean", "corruption_acc_relative", "{:.1%}"),
     ("Parameters", "parameters", "{:,}"),
     ("Multiply-accumulates per image", "macs_per_image", "{:,}"),
     ("Test accuracy per million parameters", "test_acc_per_million_parameters", "{:.2%}"),
@@ -124,7 +142,13 @@ def markdown_report(comparison: dict[str, Any], charts: list[str], context: str)
             f"{other}'s ({_points(diff['test_acc_flip_tta_gap'])} with flip TTA); the {other} "
             f"has {diff['parameter_ratio']:.2f}× the parameters, "
             f"{diff['macs_ratio']:.2f}× the multiply-accumulates and took "
-            f"{diff['train_time_ratio']:.2f}× the training time of the {names[0]}.",
+            f"{diff['train_time_ratio']:.2f}× the training time of the {names[0]}."
+            + (
+                f" Under corruption the {names[0]}'s mean accuracy is "
+                f"{_points(diff['corruption_acc_gap'])}."
+                if "corruption_acc_gap" in diff
+                else ""
+            ),
         ]
     lines += ["", *[f"![{Path(c).stem}]({c})" for c in charts], ""]
     return "\n".join(lines)
@@ -211,18 +235,30 @@ def curves_png(histories: dict[str, list[dict[str, Any]]], path: Path) -> None:
 
 def per_class_png(per_class: dict[str, dict[str, float]], path: Path) -> None:
     """Test accuracy per class, the models side by side."""
-    names = list(per_class)
-    classes = list(per_class[names[0]])
+    grouped_bars_png(per_class, "test accuracy per class", path)
+
+
+def robustness_png(per_corruption: dict[str, dict[str, float]], path: Path) -> None:
+    """Accuracy on the clean test images and under each corruption (mean over severities),
+    the models side by side."""
+    grouped_bars_png(per_corruption, "test accuracy under corruption, mean over severities", path)
+
+
+def grouped_bars_png(values: dict[str, dict[str, float]], title: str, path: Path) -> None:
+    """Accuracies per category (the inner keys, in the first model's order), one bar per model."""
+    names = list(values)
+    categories = list(values[names[0]])
     width = 0.8 / len(names)
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(classes)), 4))
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(categories)), 4))
     for i, name in enumerate(names):
-        positions = np.arange(len(classes)) + (i - (len(names) - 1) / 2) * width
-        bars = ax.bar(positions, [per_class[name][c] for c in classes], width, label=name)
+        positions = np.arange(len(categories)) + (i - (len(names) - 1) / 2) * width
+        bars = ax.bar(positions, [values[name][c] for c in categories], width, label=name)
         ax.bar_label(bars, fmt="{:.1%}", rotation=90, padding=2, fontsize=7)
-    ax.set_xticks(range(len(classes)), classes, rotation=30, ha="right")
+    labels = [c.replace("_", " ") for c in categories]
+    ax.set_xticks(range(len(categories)), labels, rotation=30, ha="right")
     ax.set_ylim(0, 1.15)  # room for the labels above full bars
     ax.set_yticks(np.linspace(0, 1, 6))
     ax.yaxis.set_major_formatter(ticker.PercentFormatter(1.0))
-    ax.set(ylabel="test accuracy", title="test accuracy per class")
+    ax.set(ylabel="test accuracy", title=title)
     ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.08), ncol=len(names), frameon=False)
     save_figure(fig, path)

@@ -1,9 +1,11 @@
 """DVC stage `compare`: set the trained models side by side, like the study's README, measured.
 
     python -m cifar_study.stages.compare --models resnet densenet --model-root models \
-        --eval-root metrics/eval --out metrics/comparison.json --report plots/comparison
+        --eval-root metrics/eval --robustness-root metrics/robustness \
+        --out metrics/comparison.json --report plots/comparison
 
-The first model is the reference the others are measured against.
+The first model is the reference the others are measured against. Without --robustness-root
+the comparison leaves robustness out.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from cifar_study.evaluation.comparison import (
     curves_png,
     markdown_report,
     per_class_png,
+    robustness_png,
     summarise,
 )
 from cifar_study.fileio import atomic_path, write_json
@@ -32,13 +35,18 @@ def _read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError) as exc:
-        raise DataError(f"{path}: {exc}; run the train and evaluate stages first") from None
+        raise DataError(f"{path}: {exc}; run the stage that writes it first") from None
 
 
-def _read_model(model: str, model_root: Path, eval_root: Path) -> dict[str, Any]:
-    """What the comparison needs of one model, from its model.json and eval metrics.json."""
+def _read_model(
+    model: str, model_root: Path, eval_root: Path, robustness_root: Path | None
+) -> dict[str, Any]:
+    """What the comparison needs of one model, from its model.json, eval metrics.json and,
+    when given, robustness metrics.json."""
     card_path, eval_path = model_root / model / "model.json", eval_root / model / "metrics.json"
     card, evaluation = ModelCard.read(card_path), _read_json(eval_path)
+    robustness_path = None if robustness_root is None else robustness_root / model / "metrics.json"
+    robustness = None if robustness_path is None else _read_json(robustness_path)
     training = card.training
     if training is None:
         raise DataError(
@@ -47,16 +55,26 @@ def _read_model(model: str, model_root: Path, eval_root: Path) -> dict[str, Any]
         )
     try:
         runtime = training.runtime
+        row = summarise(card, training, evaluation, robustness)
         return {
-            "row": summarise(card, training, evaluation),
+            "row": row,
+            "per_corruption": None
+            if robustness is None
+            else {
+                "clean": robustness["robustness"]["clean_acc"],
+                **{
+                    name: scores["mean"]
+                    for name, scores in robustness["robustness"].items()
+                    if isinstance(scores, dict)
+                },
+            },
             "history": training.history,
             "per_class": evaluation["test"]["per_class_acc"],
             "trained": f"{training.epochs} epochs on {runtime['device']} ({runtime['precision']})",
         }
     except (KeyError, TypeError) as exc:
-        raise DataError(
-            f"{card_path} or {eval_path} lacks {exc}; rerun the train and evaluate stages"
-        ) from None
+        read = ", ".join(str(p) for p in (card_path, eval_path, robustness_path) if p)
+        raise DataError(f"one of {read} lacks {exc}; rerun the stages that write them") from None
 
 
 def _paired_outcomes(models: list[str], eval_root: Path) -> dict[str, np.ndarray]:
@@ -88,13 +106,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", required=True, help="model names, reference first")
     parser.add_argument("--model-root", type=Path, required=True, help="holds <model>/model.json")
     parser.add_argument("--eval-root", type=Path, required=True, help="holds <model>/metrics.json")
+    parser.add_argument(
+        "--robustness-root", type=Path, help="holds <model>/metrics.json of robustness@<model>"
+    )
     parser.add_argument("--out", type=Path, required=True, help="comparison JSON to write")
     parser.add_argument("--report", type=Path, required=True, help="folder for report.md + PNGs")
     args = parser.parse_args(argv)
     if len(args.models) < 2:
         parser.error("--models needs at least two model names")
 
-    models = {m: _read_model(m, args.model_root, args.eval_root) for m in args.models}
+    models = {
+        m: _read_model(m, args.model_root, args.eval_root, args.robustness_root)
+        for m in args.models
+    }
     correct = _paired_outcomes(args.models, args.eval_root)
     comparison = compare({m: model["row"] for m, model in models.items()}, correct)
     write_json(args.out, comparison)
@@ -103,15 +127,20 @@ def main(argv: list[str] | None = None) -> int:
         {m: model["per_class"] for m, model in models.items()},
         args.report / "per_class_accuracy.png",
     )
+    charts = ["curves.png", "per_class_accuracy.png"]
+    if args.robustness_root is not None:
+        robustness_png(
+            {m: model["per_corruption"] for m, model in models.items()},
+            args.report / "robustness.png",
+        )
+        charts.append("robustness.png")
     trained = ", ".join(f"{m} {model['trained']}" for m, model in models.items())
     context = (
         f"Measured by this pipeline run: {trained}; accuracy of the final weights on the test "
         "split, which played no part in training or selection."
     )
     with atomic_path(args.report / "report.md") as tmp:
-        tmp.write_text(
-            markdown_report(comparison, ["curves.png", "per_class_accuracy.png"], context)
-        )
+        tmp.write_text(markdown_report(comparison, charts, context))
     print(f"comparison: {args.out}, report: {args.report / 'report.md'}")
     return 0
 

@@ -13,15 +13,12 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import torch
 from dvclive import Live
 from sklearn.metrics import confusion_matrix
 
 from cifar_study.cli import user_errors_exit
 from cifar_study.config import load_params
-from cifar_study.data.prepared import load_prepared
 from cifar_study.device import DeviceSplit, resolve_runtime
-from cifar_study.errors import DataError
 from cifar_study.evaluation import figures
 from cifar_study.evaluation.metrics import (
     inference_speed,
@@ -30,7 +27,7 @@ from cifar_study.evaluation.metrics import (
     predict_proba,
     reliability,
 )
-from cifar_study.inference import load_trained
+from cifar_study.inference import load_for_test
 
 
 @user_errors_exit
@@ -45,17 +42,8 @@ def main(argv: list[str] | None = None) -> int:
 
     params = load_params(args.params)
     runtime = resolve_runtime(params.device, params.precision, params.channels_last)
-    model, card = load_trained(args.model_dir)
-    memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
-    model = model.to(runtime.device, memory_format=memory_format)
-    data = load_prepared(args.data)
-    classes = data.classes
-    if list(card.classes) != list(classes):
-        raise DataError(
-            f"{args.model_dir} was trained on classes {list(card.classes)}, but {args.data} has "
-            f"{list(classes)}: evaluate it on the data it was trained for"
-        )
-    test = data.splits["test"]
+    model, card, test = load_for_test(args.model_dir, args.data, runtime)
+    classes = card.classes
     # The model's own normalisation (model.json), as predict uses: converted weights may have
     # been trained with other constants than this data's measured ones.
     norm = card.normalization
