@@ -9,7 +9,8 @@
 #   1. `dvc repro evaluate@resnet`: the ResNet with the committed params.yaml, in full;
 #   2. bench/gpu.py, eager, for the DenseNet: its training images/s;
 #   3. the DenseNet with the same recipe for as many epochs as fit what is left of the budget at
-#      that speed (all of them if they fit), then its evaluation and `compare`;
+#      that speed (all of them if they fit), then its evaluation, both models' robustness and
+#      `compare`;
 #   4. bench/gpu.py for the rest (ResNet eager and both models compiled) while time remains.
 # The run's params.yaml and dvc.lock record what each stage ran with. OUT receives results.tar.gz
 # (dvc.lock, params.yaml, metrics/, plots/, model cards, logs) and each trained model.pt, also
@@ -72,8 +73,9 @@ timeout "$(left)" env PYTHONPATH=src "$py" bench/gpu.py --models densenet --mode
 rate=$(awk '$1 == "eager" && $2 ~ /^(bf16|fp16)$/ { gsub(",", "", $3); print $3 }' \
     "$logs/bench-densenet-eager.log")
 
-# Seconds kept for the DenseNet's evaluation, `compare`, the rest of the benchmark and packing.
-reserve=${RESERVE_S:-120}
+# Seconds kept for the DenseNet's evaluation, both robustness stages (their corruptions are
+# made on the CPU), `compare`, the rest of the benchmark and packing.
+reserve=${RESERVE_S:-240}
 train_images=$("$py" -c 'import json; print(json.load(open("data/prepared/dataset.json"))["counts"]["train"]["total"])')
 full=$(awk '/^epochs:/ { print $2 }' params.yaml)
 # 10% for validation passes, epoch ends and start-up.
@@ -82,7 +84,7 @@ epochs=$(awk -v t="$(( $(left) - reserve ))" -v r="${rate:-0}" -v n="$train_imag
 echo "== 3. DenseNet: $epochs of $full epochs fit at ${rate:-?} images/s ($(left) s left)"
 if [ "$epochs" -ge 3 ]; then
     set_param epochs "$epochs"
-    for stage in train@densenet evaluate@densenet compare; do
+    for stage in train@densenet evaluate@densenet robustness@resnet robustness@densenet compare; do
         timeout "$(left)" "$py" -m dvc repro --single-item "$stage" 2>&1 | tee -a "$logs/densenet.log"
     done
 fi

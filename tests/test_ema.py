@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
+from cifar_study.data.prepared import evenly_spaced
 from cifar_study.device import DeviceSplit, Runtime
 from cifar_study.training.ema import CALIBRATION_IMAGES, WeightAverage, recalibrate_batch_norm
 
@@ -61,7 +63,7 @@ def test_the_average_gets_statistics_of_its_own_weights_not_of_the_trained_ones(
     assert torch.equal(model[1].running_var, torch.ones(4))
 
 
-def test_calibration_reads_distinct_images_spread_over_the_split_in_batches() -> None:
+def test_calibration_covers_the_split_in_equal_batches_that_mix_its_order() -> None:
     n = 10_000
     images = np.zeros((n, 2, 2, 3), np.uint8)  # each image's first pixel spells its index
     images[:, 0, 0, 0], images[:, 0, 0, 1] = np.arange(n) // 256, np.arange(n) % 256
@@ -72,8 +74,29 @@ def test_calibration_reads_distinct_images_spread_over_the_split_in_batches() ->
 
     average.recalibrate(split, batch_size=1000, runtime=CPU)
 
-    assert max(len(x) for x in seen) == 1000
-    first_pixel = torch.cat(seen)[:, :2, 0, 0].round().long()
-    index = first_pixel[:, 0] * 256 + first_pixel[:, 1]
+    sizes = [len(x) for x in seen]
+    assert max(sizes) <= 1000 and max(sizes) - min(sizes) <= 1  # no short last batch
+    pixels = [x[:, :2, 0, 0].round().long() for x in seen]
+    batches = [p[:, 0] * 256 + p[:, 1] for p in pixels]
+    index = torch.cat(batches)
     assert len(index) == CALIBRATION_IMAGES == len(set(index.tolist()))
-    assert index.max() > n * 0.8  # spread over the split, not its first few thousand images
+    assert index.min() == 0 and index.max() == n - 1  # the whole split, first to last image
+    assert all(b.max() - b.min() > 0.9 * n for b in batches)  # each batch spans the split
+
+
+@pytest.mark.parametrize("batch_size", [256, 1024])
+def test_a_split_sorted_by_class_gets_the_statistics_of_the_whole_sample(batch_size: int) -> None:
+    # Dark images then bright ones, as an image-folder source orders them: batches drawn in
+    # order would each see one class and miss the variance between the two.
+    n = 8_000
+    images = np.where(np.arange(n) < n // 2, 50, 200).astype(np.uint8)[:, None, None, None]
+    images = np.broadcast_to(images, (n, 2, 2, 3)).copy()
+    split = DeviceSplit(images, None, (0.0,) * 3, (1.0,) * 3, CPU.device)
+    average = WeightAverage(nn.Sequential(nn.BatchNorm2d(3)), decay=0.9)
+
+    average.recalibrate(split, batch_size=batch_size, runtime=CPU)
+
+    x = torch.as_tensor(images[evenly_spaced(n, CALIBRATION_IMAGES)], dtype=torch.float32) / 255
+    norm = average.module[0]
+    torch.testing.assert_close(norm.running_mean, x.mean((0, 1, 2)), rtol=0.02, atol=0)
+    torch.testing.assert_close(norm.running_var, x.var((0, 1, 2)), rtol=0.05, atol=0)

@@ -14,6 +14,7 @@ from cifar_study.data.prepared import (
     SPLITS,
     SUMMARY,
     channel_stats,
+    evenly_spaced,
     find_duplicates,
     load_prepared,
     prepare,
@@ -337,3 +338,10 @@ def test_given_normalisation_constants_replace_the_measured_ones(
     assert summary["normalization"] == {"mean": list(study[0]), "std": list(study[1])}
     loaded = load_prepared(tmp_path / "p")
     assert (loaded.mean, loaded.std) == study
+
+
+def test_evenly_spaced_reaches_both_ends_without_repeats() -> None:
+    assert evenly_spaced(10, 4).tolist() == [0, 3, 6, 9]
+    assert evenly_spaced(3, 8).tolist() == [0, 1, 2]
+    sample = evenly_spaced(45_000, 4096)
+    assert len(sample) == 4096 and sample[0] == 0 and sample[-1] == 44_999

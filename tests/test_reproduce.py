@@ -89,5 +89,5 @@ def test_digits_reproduction_reruns_every_stage_and_meets_its_expectations(
     assert reproduce.main(["digits", "--dest", str(tmp_path / "ws")]) == 0
     out = capsys.readouterr().out
     expectations = json.loads((reproduce.EXPECTED_DIR / "digits.json").read_text())
-    assert "all 7 stages re-run" in out
+    assert "all 9 stages re-run" in out
     assert f"all {sum(map(len, expectations.values()))} metrics within tolerance" in out

@@ -54,6 +54,24 @@ def test_measure_scores_the_clean_images_and_each_corrupted_copy() -> None:
     assert set(result.accuracy["contrast"]) == {1, 5}
 
 
+def test_measure_reports_each_corruption_as_it_finishes() -> None:
+    images, labels = _dark_and_bright()
+    heard: list[tuple[str, dict[int, float]]] = []
+    result = measure(
+        Brightness(),
+        images,
+        labels,
+        ((0.5,) * 3, (0.2,) * 3),
+        ["contrast", "pixelate"],
+        [2, 4],
+        0,
+        16,
+        CPU,
+        progress=lambda name, row: heard.append((name, dict(row))),
+    )
+    assert heard == [(name, result.accuracy[name]) for name in ("contrast", "pixelate")]
+
+
 def test_measure_leaves_the_images_alone_and_is_repeatable() -> None:
     images, labels = _dark_and_bright()
     before = images.copy()

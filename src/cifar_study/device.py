@@ -235,3 +235,15 @@ def split_logits(
             yield logits, y
     finally:
         model.train(was_training)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module, split: DeviceSplit, batch_size: int, runtime: Runtime
+) -> dict[str, float]:
+    """Mean cross-entropy and accuracy of `model` on a whole split (no augmentation)."""
+    loss_sum, correct = torch.zeros((), device=split.device), torch.zeros((), device=split.device)
+    for (logits,), y in split_logits(model, split, batch_size, runtime):
+        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum")
+        correct += (logits.argmax(1) == y).sum()
+    return {"loss": loss_sum.item() / len(split), "acc": correct.item() / len(split)}

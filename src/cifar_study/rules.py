@@ -3,7 +3,8 @@
 A rule is field metadata: a predicate on the (type-checked) value and the words that say what
 it allows. A class deriving from `Checked` tests its rules when it is made, however it is made
 (`ResNetSettings(width=-1)` is refused too); `build` makes one from a parsed mapping (params.yaml,
-model.json), checking keys and types first, and names the dotted key in every error.
+model.json), checking keys and types first, and names the dotted key in every error. Types are
+checked by `build` only: `ResNetSettings(width=2.5)` made directly is not refused.
 
 Two kinds of field hold one entry per name (the models, for params.yaml):
 - `keyed(names, ...)`: a mapping in a section of its own (`train_fraction: {resnet: 1.0}`), its

@@ -27,6 +27,12 @@ _SUMMARY_KEYS = ("classes", "normalization", "sha256")
 _STATS_CHUNK = 4096
 
 
+def evenly_spaced(n: int, count: int) -> np.ndarray:
+    """Up to `count` distinct indices spread evenly over 0 .. n - 1, both ends included, in
+    order (all n when count >= n): a sample that covers a split sorted by class."""
+    return np.unique(np.linspace(0, n - 1, min(count, n)).round().astype(np.int64))
+
+
 @dataclasses.dataclass(frozen=True)
 class Split:
     """One split: images N×32×32×3 uint8 and labels N int64."""

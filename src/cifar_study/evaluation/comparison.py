@@ -55,6 +55,7 @@ def summarise(
         scored = robustness["robustness"]
         row["corruption_acc_mean"] = scored["mean_corruption_acc"]
         row["corruption_acc_relative"] = scored["relative_acc"]
+        row["corruption_test_images"] = scored["test_images"]
     if "val/loss" in final:
         row["final_val_loss"] = final["val/loss"]
         row["final_val_acc"] = final["val/acc"]
@@ -98,6 +99,7 @@ _TABLE = [
     ("Expected calibration error", "test_ece", "{:.2%}"),
     ("Test accuracy under corruption (mean)", "corruption_acc_mean", "{:.2%}"),
     ("Under corruption, relative to clean", "corruption_acc_relative", "{:.1%}"),
+    ("Test images scored under corruption", "corruption_test_images", "{:,}"),
     ("Parameters", "parameters", "{:,}"),
     ("Multiply-accumulates per image", "macs_per_image", "{:,}"),
     ("Test accuracy per million parameters", "test_acc_per_million_parameters", "{:.2%}"),
@@ -145,7 +147,7 @@ def markdown_report(comparison: dict[str, Any], charts: list[str], context: str)
             f"{diff['train_time_ratio']:.2f}× the training time of the {names[0]}."
             + (
                 f" Under corruption the {names[0]}'s mean accuracy is "
-                f"{_points(diff['corruption_acc_gap'])}."
+                f"{_points(diff['corruption_acc_gap'])} than the {other}'s."
                 if "corruption_acc_gap" in diff
                 else ""
             ),
@@ -238,10 +240,14 @@ def per_class_png(per_class: dict[str, dict[str, float]], path: Path) -> None:
     grouped_bars_png(per_class, "test accuracy per class", path)
 
 
-def robustness_png(per_corruption: dict[str, dict[str, float]], path: Path) -> None:
+def robustness_png(per_corruption: dict[str, dict[str, float]], images: int, path: Path) -> None:
     """Accuracy on the clean test images and under each corruption (mean over severities),
-    the models side by side."""
-    grouped_bars_png(per_corruption, "test accuracy under corruption, mean over severities", path)
+    the models side by side; `images`: how many test images were scored."""
+    grouped_bars_png(
+        per_corruption,
+        f"test accuracy under corruption, mean over severities ({images:,} test images)",
+        path,
+    )
 
 
 def grouped_bars_png(values: dict[str, dict[str, float]], title: str, path: Path) -> None:

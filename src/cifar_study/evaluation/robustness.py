@@ -7,7 +7,7 @@ plain mean over every corruption and severity evaluated, beside the clean accura
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,10 +16,9 @@ import matplotlib
 matplotlib.use("Agg")  # stages run headless
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 from torch import nn
 
-from cifar_study.device import DeviceSplit, Runtime, split_logits
+from cifar_study.device import DeviceSplit, Runtime, evaluate
 from cifar_study.evaluation.corruptions import corrupt
 from cifar_study.evaluation.figures import save_figure
 
@@ -60,15 +59,6 @@ class Robustness:
         }
 
 
-@torch.no_grad()
-def accuracy(model: nn.Module, split: DeviceSplit, batch_size: int, runtime: Runtime) -> float:
-    """The share of `split` that `model` classifies correctly (no test-time augmentation)."""
-    correct = torch.zeros((), dtype=torch.int64, device=split.device)
-    for (logits,), y in split_logits(model, split, batch_size, runtime):
-        correct += (logits.argmax(1) == y).sum()
-    return correct.item() / len(split)
-
-
 def measure(
     model: nn.Module,
     images: np.ndarray,
@@ -79,18 +69,22 @@ def measure(
     seed: int,
     batch_size: int,
     runtime: Runtime,
+    progress: Callable[[str, dict[int, float]], None] | None = None,
 ) -> Robustness:
-    """Evaluate `model` on `images` as they are and under each corruption at each severity."""
+    """Evaluate `model` on `images` as they are and under each corruption at each severity;
+    `progress` hears each corruption's accuracies as soon as they are known."""
     mean, std = normalization
 
     def on(x: np.ndarray) -> float:
         split = DeviceSplit(x, labels, tuple(mean), tuple(std), runtime.device)
-        return accuracy(model, split, batch_size, runtime)
+        return evaluate(model, split, batch_size, runtime)["acc"]
 
-    table = {
-        name: {s: on(corrupt(images, name, s, seed)) for s in severities} for name in corruptions
-    }
-    return Robustness(clean=on(images), accuracy=table)
+    clean, table = on(images), {}
+    for name in corruptions:
+        table[name] = {s: on(corrupt(images, name, s, seed)) for s in severities}
+        if progress is not None:
+            progress(name, table[name])
+    return Robustness(clean=clean, accuracy=table)
 
 
 def heatmap_png(result: Robustness, title: str, path: Path) -> None:

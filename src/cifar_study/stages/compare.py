@@ -121,7 +121,6 @@ def main(argv: list[str] | None = None) -> int:
     }
     correct = _paired_outcomes(args.models, args.eval_root)
     comparison = compare({m: model["row"] for m, model in models.items()}, correct)
-    write_json(args.out, comparison)
     curves_png({m: model["history"] for m, model in models.items()}, args.report / "curves.png")
     per_class_png(
         {m: model["per_class"] for m, model in models.items()},
@@ -131,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.robustness_root is not None:
         robustness_png(
             {m: model["per_corruption"] for m, model in models.items()},
+            models[args.models[0]]["row"]["corruption_test_images"],
             args.report / "robustness.png",
         )
         charts.append("robustness.png")
@@ -141,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     with atomic_path(args.report / "report.md") as tmp:
         tmp.write_text(markdown_report(comparison, charts, context))
+    # Last: the metrics file appears only once the report and charts beside it are written.
+    write_json(args.out, comparison)
     print(f"comparison: {args.out}, report: {args.report / 'report.md'}")
     return 0
 

@@ -15,11 +15,11 @@ import argparse
 import time
 from pathlib import Path
 
-import numpy as np
 from dvclive import Live
 
 from cifar_study.cli import user_errors_exit
 from cifar_study.config import load_params
+from cifar_study.data.prepared import evenly_spaced
 from cifar_study.device import resolve_runtime
 from cifar_study.evaluation.robustness import heatmap_png, measure
 from cifar_study.inference import load_for_test
@@ -40,8 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     runtime = resolve_runtime(params.device, params.precision, params.channels_last)
     model, card, test = load_for_test(args.model_dir, args.data, runtime)
     # Evenly spaced test images, when the section asks for fewer than all (slow machines).
-    count = len(test) if settings.test_images is None else min(settings.test_images, len(test))
-    index = np.linspace(0, len(test) - 1, count).round().astype(np.int64)
+    count = len(test) if settings.test_images is None else settings.test_images
+    index = evenly_spaced(len(test), count)
+    count = len(index)
+
+    def report(name: str, row: dict[int, float]) -> None:
+        accuracies = ", ".join(f"severity {s} {a:.1%}" for s, a in row.items())
+        print(f"{name}: {accuracies} ({time.perf_counter() - started:.0f} s)", flush=True)
 
     started = time.perf_counter()
     result = measure(
@@ -54,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         settings.seed,
         params.eval_batch_size,
         runtime,
+        progress=report,
     )
     seconds = time.perf_counter() - started
 

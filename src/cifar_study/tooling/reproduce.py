@@ -47,8 +47,8 @@ PROFILES: dict[str, dict[str, Any]] = {
         # Plain and flip TTA only: 6-view TTA would triple the DenseNet's evaluation on a CPU.
         "tta_translate": 0,
         "train_fraction.densenet": 0.04,
-        # Every corruption at severities 1, 3 and 5 on 500 evenly spaced test images: 16 passes
-        # over 500 images instead of 51 over 10,000, a minute or two for the DenseNet on a CPU.
+        # Every corruption at severities 1, 3 and 5 on 500 evenly spaced test images: 31 passes
+        # over 500 images instead of 51 over 10,000, a few minutes for the DenseNet on a CPU.
         "robustness.severities": [1, 3, 5],
         "robustness.test_images": 500,
     },

@@ -11,16 +11,19 @@ weights on a fixed set of training images, as SWA does (Izmailov et al., 2018).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from cifar_study.data.prepared import evenly_spaced
 from cifar_study.device import DeviceSplit, Runtime
 
 # Training images whose batch statistics become the average's BatchNorm statistics: evenly
-# spaced over the training split, not augmented, so that no random number is drawn.
+# spaced over the training split (which may be sorted by class), not augmented, in a fixed
+# shuffled order so that every batch mixes the classes. No global random number is drawn.
 CALIBRATION_IMAGES = 4096
 
 
@@ -41,13 +44,12 @@ class WeightAverage:
         self.averaged.update_parameters(model)
 
     def recalibrate(self, split: DeviceSplit, batch_size: int, runtime: Runtime) -> None:
-        """Set the average's BatchNorm statistics from CALIBRATION_IMAGES images of `split`."""
-        step = max(1, len(split) // CALIBRATION_IMAGES)
-        index = torch.arange(0, len(split), step, device=split.device)[:CALIBRATION_IMAGES]
-        batches = (
-            split.batch(index[i : i + batch_size], channels_last=runtime.channels_last)[0]
-            for i in range(0, len(index), batch_size)
-        )
+        """Set the average's BatchNorm statistics from CALIBRATION_IMAGES images of `split`,
+        in batches of equal size (within one image) of at most `batch_size`."""
+        index = torch.as_tensor(evenly_spaced(len(split), CALIBRATION_IMAGES))
+        index = index[torch.randperm(len(index), generator=torch.Generator().manual_seed(0))]
+        chunks = index.to(split.device).tensor_split(math.ceil(len(index) / batch_size))
+        batches = (split.batch(chunk, channels_last=runtime.channels_last)[0] for chunk in chunks)
         with runtime.autocast():
             recalibrate_batch_norm(self.module, batches)
 

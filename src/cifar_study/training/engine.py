@@ -22,8 +22,8 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from cifar_study.config import Params
-from cifar_study.data.prepared import PreparedData
-from cifar_study.device import DeviceSplit, Runtime, split_logits
+from cifar_study.data.prepared import PreparedData, evenly_spaced
+from cifar_study.device import DeviceSplit, Runtime, evaluate
 from cifar_study.errors import ConfigError, StudyError
 from cifar_study.training.augment import Augmentation
 from cifar_study.training.checkpoint import (
@@ -82,18 +82,6 @@ class StopSignal:
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module, split: DeviceSplit, batch_size: int, runtime: Runtime
-) -> dict[str, float]:
-    """Mean cross-entropy and accuracy of `model` on a whole split (no augmentation)."""
-    loss_sum, correct = torch.zeros((), device=split.device), torch.zeros((), device=split.device)
-    for (logits,), y in split_logits(model, split, batch_size, runtime):
-        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum")
-        correct += (logits.argmax(1) == y).sum()
-    return {"loss": loss_sum.item() / len(split), "acc": correct.item() / len(split)}
 
 
 class Trainer:
@@ -181,7 +169,9 @@ class Trainer:
         self.history: list[dict[str, Any]] = []
         self.last_lr = params.lr  # the lr of the latest step, for logging
         self.lr_samples: list[list[float]] = []  # the current epoch's, see LR_SAMPLES
-        self._lr_sample_steps = _evenly_spaced(self.steps_per_epoch, LR_SAMPLES_PER_EPOCH)
+        self._lr_sample_steps = frozenset(
+            evenly_spaced(self.steps_per_epoch, LR_SAMPLES_PER_EPOCH).tolist()
+        )
         # Kept on the device during an epoch (see _train_epoch): the running loss sum and
         # correct count, and the first step whose loss was not finite with that loss.
         self._sums = torch.zeros(2, dtype=torch.float64)
@@ -445,12 +435,6 @@ class Trainer:
     def _say(self, message: str) -> None:
         if self.runtime.is_main:
             print(message, flush=True)
-
-
-def _evenly_spaced(steps: int, count: int) -> frozenset[int]:
-    """Up to `count` (at least 2) step indices spread evenly over 0 .. steps - 1, both ends
-    included; fewer when the epoch has fewer steps."""
-    return frozenset(round(i * (steps - 1) / (count - 1)) for i in range(count))
 
 
 def _empty_epoch_sums() -> dict[str, float]:
