@@ -6,9 +6,11 @@ written atomically, so one line is all the user needs and the previous outputs a
 
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from cifar_study.errors import StudyError
 
@@ -31,3 +33,15 @@ def user_errors_exit(main: Callable[[list[str] | None], int]) -> Callable[[list[
             return 1
 
     return wrapper
+
+
+def scoring_parser(doc: str, plots_help: str) -> argparse.ArgumentParser:
+    """The command line of a stage that scores a trained model on the prepared test split:
+    --model-dir, --params, --data, --live (DVCLive metrics) and --plots (`plots_help`)."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--model-dir", type=Path, required=True, help="folder with model.pt/.json")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file")
+    parser.add_argument("--data", type=Path, required=True, help="prepared data folder")
+    parser.add_argument("--live", type=Path, required=True, help="DVCLive folder for metrics")
+    parser.add_argument("--plots", type=Path, required=True, help=plots_help)
+    return parser

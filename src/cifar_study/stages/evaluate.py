@@ -9,14 +9,11 @@ the confusion matrix, inference speed. Nothing here feeds back into training or 
 
 from __future__ import annotations
 
-import argparse
-from pathlib import Path
-
 import numpy as np
 from dvclive import Live
 from sklearn.metrics import confusion_matrix
 
-from cifar_study.cli import user_errors_exit
+from cifar_study.cli import scoring_parser, user_errors_exit
 from cifar_study.config import load_params
 from cifar_study.device import DeviceSplit, resolve_runtime
 from cifar_study.evaluation import figures
@@ -32,12 +29,7 @@ from cifar_study.inference import load_for_test
 
 @user_errors_exit
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-dir", type=Path, required=True, help="folder with model.pt/.json")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file")
-    parser.add_argument("--data", type=Path, required=True, help="prepared data folder")
-    parser.add_argument("--live", type=Path, required=True, help="DVCLive folder for metrics")
-    parser.add_argument("--plots", type=Path, required=True, help="folder for the PNG figures")
+    parser = scoring_parser(__doc__, "folder for the PNG figures")
     args = parser.parse_args(argv)
 
     params = load_params(args.params)

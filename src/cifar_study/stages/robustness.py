@@ -11,13 +11,11 @@ result. Writes the accuracy per corruption and severity and the mean corruption 
 
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 
 from dvclive import Live
 
-from cifar_study.cli import user_errors_exit
+from cifar_study.cli import scoring_parser, user_errors_exit
 from cifar_study.config import load_params
 from cifar_study.data.prepared import evenly_spaced
 from cifar_study.device import resolve_runtime
@@ -27,12 +25,7 @@ from cifar_study.inference import load_for_test
 
 @user_errors_exit
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model-dir", type=Path, required=True, help="folder with model.pt/.json")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file")
-    parser.add_argument("--data", type=Path, required=True, help="prepared data folder")
-    parser.add_argument("--live", type=Path, required=True, help="DVCLive folder for metrics")
-    parser.add_argument("--plots", type=Path, required=True, help="folder for the heat-map PNG")
+    parser = scoring_parser(__doc__, "folder for the heat-map PNG")
     args = parser.parse_args(argv)
 
     params = load_params(args.params)
