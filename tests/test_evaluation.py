@@ -191,40 +191,26 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
             )
             == 0
         )
-        assert (
-            evaluate.main(
-                [
-                    "--model-dir",
-                    str(root / "models" / model),
-                    "--params",
-                    str(root / "params.yaml"),
-                    "--data",
-                    str(root / "data/prepared"),
-                    "--live",
-                    str(root / "metrics/eval" / model),
-                    "--plots",
-                    str(root / "plots" / model),
-                ]
-            )
-            == 0
-        )
-        assert (
-            robustness.main(
-                [
-                    "--model-dir",
-                    str(root / "models" / model),
-                    "--params",
-                    str(root / "params.yaml"),
-                    "--data",
-                    str(root / "data/prepared"),
-                    "--live",
-                    str(root / "metrics/robustness" / model),
-                    "--plots",
-                    str(root / "plots/robustness" / model),
-                ]
-            )
-            == 0
-        )
+        # The two stages that score the trained model take the same command line.
+        for stage, live, plots in (
+            (evaluate, root / "metrics/eval" / model, root / "plots" / model),
+            (robustness, root / "metrics/robustness" / model, root / "plots/robustness" / model),
+        ):
+            argv = [
+                "--model-dir",
+                str(root / "models" / model),
+                "--params",
+                str(root / "params.yaml"),
+            ]
+            argv += [
+                "--data",
+                str(root / "data/prepared"),
+                "--live",
+                str(live),
+                "--plots",
+                str(plots),
+            ]
+            assert stage.main(argv) == 0
     assert (
         compare.main(
             [
