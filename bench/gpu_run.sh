@@ -6,6 +6,10 @@
 #
 # ARCHIVE is a local CIFAR-10 (the official tarball, or an image-folder .tar.gz): it is copied to
 # data/external/ and data.source points at it. In order:
+#   0. only if SWEEP is set (recipe variants separated by ';', in bench/recipe_sweep.py's syntax,
+#      e.g. SWEEP='base;mixup_alpha=0.2'): the ResNet variants train side by side for at most
+#      SWEEP_S seconds (default 240), and the one with the best final validation accuracy among
+#      those that finish becomes the params.yaml of everything below;
 #   1. `dvc repro evaluate@resnet`: the ResNet with the committed params.yaml, in full;
 #   2. bench/gpu.py, eager, for the DenseNet: its training images/s;
 #   3. the DenseNet with the same recipe for as many epochs as fit what is left of the budget at
@@ -35,7 +39,7 @@ mkdir -p "$out"
 pack() {
     cp -r "$logs" logs
     tar czf "$out/results.tar.gz" --ignore-failed-read dvc.lock params.yaml metrics plots \
-        models/*/model.json logs 2>/dev/null || true
+        models/*/model.json logs sweep/*/{variant.txt,params.yaml,train.log,live} 2>/dev/null || true
     for model in models/*/; do
         [ -f "$model/model.pt" ] && cp "$model/model.pt" "$out/$(basename "$model").pt"
     done
@@ -64,7 +68,17 @@ set_param() {  # set_param KEY VALUE: rewrite the line `KEY: ...` of params.yaml
 mkdir -p data/external && cp "$archive" data/external/
 set_param source "data/external/$(basename "$archive")"
 
-echo "== 1. ResNet, committed recipe ($(left) s left)"
+if [ -n "${SWEEP:-}" ]; then
+    echo "== 0. Recipe variants, chosen on validation ($(left) s left)"
+    IFS=';' read -r -a variants <<< "$SWEEP"
+    timeout "$(left)" "$py" -m dvc repro prepare 2>&1 | tee "$logs/prepare.log"
+    timeout "$(left)" env PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}" OMP_NUM_THREADS=2 \
+        "$py" bench/recipe_sweep.py --data data/prepared --out sweep --budget-s "${SWEEP_S:-240}" \
+        --apply-best params.yaml "${variants[@]}" 2>&1 | tee "$logs/sweep.log" \
+        || echo "no variant finished: the committed recipe stays"
+fi
+
+echo "== 1. ResNet, $([ -n "${SWEEP:-}" ] && echo chosen || echo committed) recipe ($(left) s left)"
 timeout "$(left)" "$py" -m dvc repro evaluate@resnet 2>&1 | tee "$logs/resnet.log"
 
 echo "== 2. DenseNet throughput ($(left) s left)"

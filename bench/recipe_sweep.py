@@ -7,7 +7,8 @@ Each positional argument is one variant: space-separated `key=value` overrides o
 (dotted keys for nested ones, e.g. `resnet.dropout=0.2`; `base` for none). All variants train at
 once, one process each: a small model leaves most of a GPU idle, so concurrent runs cost little
 more than one. Selection reads the validation split only. --budget-s stops the stragglers; what
-they logged so far is still reported.
+they logged so far is still reported. --apply-best PARAMS writes the params of the variant with the
+best final validation accuracy, among those that finished, to PARAMS (e.g. to train it in full).
 """
 
 from __future__ import annotations
@@ -57,6 +58,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default="resnet")
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     parser.add_argument("--budget-s", type=float, default=3600.0)
+    parser.add_argument(
+        "--apply-best", type=Path, help="write the best finished variant's params here"
+    )
     args = parser.parse_args(argv)
 
     base = yaml.safe_load(args.params.read_text())
@@ -98,10 +102,19 @@ def main(argv: list[str] | None = None) -> None:
         process.wait()
 
     print(f"{'variant':44} {'epochs':>6} {'final val':>9} {'best val':>9}  exit")
+    finished: dict[str, tuple[float, Path]] = {}
     for variant, (folder, process) in runs.items():
         accs = curve(folder / "live")
         final, best = (f"{accs[-1]:.2%}", f"{max(accs):.2%}") if accs else ("-", "-")
         print(f"{variant:44} {len(accs):6} {final:>9} {best:>9}  {process.returncode}")
+        if process.returncode == 0 and accs:
+            finished[variant] = accs[-1], folder / "params.yaml"
+    if args.apply_best:
+        if not finished:
+            raise SystemExit("no variant finished its epochs: nothing to apply")
+        chosen = max(finished, key=lambda variant: finished[variant][0])  # first of equals
+        args.apply_best.write_text(finished[chosen][1].read_text())
+        print(f"chosen on validation: {chosen} ({finished[chosen][0]:.2%}) -> {args.apply_best}")
 
 
 if __name__ == "__main__":

@@ -80,12 +80,20 @@ def test_recipe_sweep_trains_each_variant(
     create_workspace(tmp_path / "ws", {**TINY_PIPELINE, "batch_size": 8})
     shutil.copy(tmp_path / "ws" / "params.yaml", params)
     args = ["--data", str(tmp_path / "prepared"), "--out", str(tmp_path / "sweep")]
-    script("recipe_sweep.py")["main"]([*args, "--params", str(params), "base", "lr=0.01"])
-    rows = capsys.readouterr().out.splitlines()[1:]
+    best = tmp_path / "best.yaml"
+    script("recipe_sweep.py")["main"](
+        [*args, "--params", str(params), "--apply-best", str(best), "base", "lr=0.01"]
+    )
+    *rows, chosen = capsys.readouterr().out.splitlines()[1:]
     assert [row.split()[0] for row in rows] == ["base", "lr=0.01"]
     assert all(row.split()[1] == "2" and row.endswith(" 0") for row in rows)  # 2 epochs, exit 0
     trained = yaml.safe_load((tmp_path / "sweep" / "v1" / "params.yaml").read_text())
     assert trained["lr"] == 0.01
+    final = {row.split()[0]: float(row.split()[2].rstrip("%")) for row in rows}
+    winner = max(final, key=final.__getitem__)
+    assert chosen.startswith(f"chosen on validation: {winner} (")
+    winner_params = tmp_path / "sweep" / f"v{list(final).index(winner)}" / "params.yaml"
+    assert best.read_text() == winner_params.read_text()
 
 
 def gpu_run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -108,7 +116,7 @@ def test_gpu_run_refuses_bad_arguments(args: tuple[str, ...], message: str) -> N
 
 @pytest.mark.slow
 def test_gpu_run_packs_a_whole_pipeline_run(tmp_path: Path) -> None:
-    """On the CPU, tiny: the ResNet in full, the DenseNet cut to what fits, everything packed."""
+    """On the CPU, tiny: a sweep, the chosen ResNet in full, the DenseNet cut to what fits."""
     workspace = create_workspace(tmp_path / "ws", {**TINY_PIPELINE, "epochs": 4, "batch_size": 16})
     shutil.copytree(BENCH, workspace / "bench")
     archive = make_tar(build_image_tree(tmp_path / "images", 20, 4), tmp_path / "images.tar.gz")
@@ -116,6 +124,8 @@ def test_gpu_run_packs_a_whole_pipeline_run(tmp_path: Path) -> None:
         **pipeline_env(),
         "BENCH_ARGS": "--device cpu --tiny --images 64 --batch-size 16 --modes eager",
         "RESERVE_S": "30",
+        "SWEEP": "base;lr=0.01",
+        "SWEEP_S": "300",
     }
     done = subprocess.run(
         [
@@ -139,8 +149,13 @@ def test_gpu_run_packs_a_whole_pipeline_run(tmp_path: Path) -> None:
     with tarfile.open(tmp_path / "out" / "results.tar.gz") as tar:
         names = set(tar.getnames())
         lock = yaml.safe_load(tar.extractfile("dvc.lock").read())
+        sweep_log = tar.extractfile("logs/sweep.log").read().decode()
     assert {"params.yaml", "metrics/comparison.json", "logs/bench-densenet-eager.log"} <= names
+    assert {"sweep/v0/variant.txt", "sweep/v1/params.yaml"} <= names
     stages = lock["stages"]
+    chosen = 0.01 if "chosen on validation: lr=0.01 (" in sweep_log else TINY_PIPELINE["lr"]
+    assert "chosen on validation: " in sweep_log
+    assert stages["train@resnet"]["params"]["params.yaml"]["lr"] == chosen
     assert (
         stages["download"]["params"]["params.yaml"]["data.source"] == "data/external/images.tar.gz"
     )
