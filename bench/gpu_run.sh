@@ -9,16 +9,18 @@
 #   0. only if SWEEP is set (recipe variants separated by ';', in bench/recipe_sweep.py's syntax,
 #      e.g. SWEEP='base;mixup_alpha=0.2'): the ResNet variants train side by side for at most
 #      SWEEP_S seconds (default 240), and the one with the best final validation accuracy among
-#      those that finish becomes the params.yaml of everything below;
-#   1. `dvc repro evaluate@resnet`: the ResNet with the committed params.yaml, in full;
+#      those that finish becomes the params.yaml of everything below (SWEEP_S must leave time
+#      for step 1, or the run ends there);
+#   1. `dvc repro evaluate@resnet`: the ResNet with params.yaml, in full;
 #   2. bench/gpu.py, eager, for the DenseNet: its training images/s;
 #   3. the DenseNet with the same recipe for as many epochs as fit what is left of the budget at
 #      that speed (all of them if they fit), then its evaluation, both models' robustness and
-#      `compare`;
+#      `compare`; none of these if fewer than 3 epochs fit (the log says so);
 #   4. bench/gpu.py for the rest (ResNet eager and both models compiled) while time remains.
 # The run's params.yaml and dvc.lock record what each stage ran with. OUT receives results.tar.gz
-# (dvc.lock, params.yaml, metrics/, plots/, model cards, logs) and each trained model.pt, also
-# when a step fails or runs out of time. Needs dvc and dvclive importable by $PYTHON (python3).
+# (dvc.lock, params.yaml, metrics/, plots/, model cards, logs, the sweep's params, logs and
+# curves) and each trained model.pt, also when a step fails or runs out of time. Needs dvc and
+# dvclive importable by $PYTHON (python3).
 # BENCH_ARGS adds arguments to every bench/gpu.py call (a CPU smoke run passes tiny sizes).
 set -euo pipefail
 
@@ -75,10 +77,10 @@ if [ -n "${SWEEP:-}" ]; then
     timeout "$(left)" env PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}" OMP_NUM_THREADS=2 \
         "$py" bench/recipe_sweep.py --data data/prepared --out sweep --budget-s "${SWEEP_S:-240}" \
         --apply-best params.yaml "${variants[@]}" 2>&1 | tee "$logs/sweep.log" \
-        || echo "no variant finished: the committed recipe stays"
+        || echo "the sweep chose nothing (logs/sweep.log says why): params.yaml stays"
 fi
 
-echo "== 1. ResNet, $([ -n "${SWEEP:-}" ] && echo chosen || echo committed) recipe ($(left) s left)"
+echo "== 1. ResNet with params.yaml ($(left) s left)"
 timeout "$(left)" "$py" -m dvc repro evaluate@resnet 2>&1 | tee "$logs/resnet.log"
 
 echo "== 2. DenseNet throughput ($(left) s left)"
@@ -101,6 +103,8 @@ if [ "$epochs" -ge 3 ]; then
     for stage in train@densenet evaluate@densenet robustness@resnet robustness@densenet compare; do
         timeout "$(left)" "$py" -m dvc repro --single-item "$stage" 2>&1 | tee -a "$logs/densenet.log"
     done
+else
+    echo "under 3 epochs fit: no DenseNet training, robustness or compare in this run"
 fi
 
 echo "== 4. The rest of the benchmark ($(left) s left)"

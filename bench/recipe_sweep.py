@@ -14,6 +14,7 @@ best final validation accuracy, among those that finished, to PARAMS (e.g. to tr
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import subprocess
 import sys
@@ -21,6 +22,9 @@ import time
 from pathlib import Path
 
 import yaml
+
+from cifar_study.config import ConfigError, parse_params, set_dotted
+from cifar_study.fileio import atomic_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,14 +35,24 @@ def overridden(params: dict, variant: str) -> dict:
         if item == "base":
             continue
         key, _, value = item.partition("=")
-        *parents, leaf = key.split(".")
-        section = params
-        for parent in parents:
-            section = section[parent]
-        if leaf not in section:
-            raise SystemExit(f"variant {variant!r}: params.yaml has no key {key!r}")
-        section[leaf] = yaml.safe_load(value)
+        try:
+            set_dotted(params, key, yaml.safe_load(value))
+        except ConfigError as exc:
+            raise SystemExit(f"variant {variant!r}: {exc}") from None
     return params
+
+
+def checked_variants(base: dict, variants: list[str]) -> dict[str, dict]:
+    """Each variant's full params, all validated before any training starts."""
+    if len(set(variants)) < len(variants):
+        raise SystemExit(f"each variant must differ from the others, got {variants}")
+    plans = {variant: overridden(copy.deepcopy(base), variant) for variant in variants}
+    for variant, params in plans.items():
+        try:
+            parse_params(params, source=f"variant {variant!r}")
+        except ConfigError as exc:
+            raise SystemExit(str(exc)) from None
+    return plans
 
 
 def curve(live: Path) -> list[float]:
@@ -64,13 +78,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     base = yaml.safe_load(args.params.read_text())
+    plans = checked_variants(base, args.variants)
     runs: dict[str, tuple[Path, subprocess.Popen]] = {}
-    for index, variant in enumerate(args.variants):
+    for index, (variant, params) in enumerate(plans.items()):
         folder = args.out / f"v{index}"
         folder.mkdir(parents=True, exist_ok=True)
-        (folder / "params.yaml").write_text(
-            yaml.safe_dump(overridden(yaml.safe_load(yaml.safe_dump(base)), variant))
-        )
+        (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         (folder / "variant.txt").write_text(variant + "\n")
         command = [
             sys.executable,
@@ -102,19 +115,24 @@ def main(argv: list[str] | None = None) -> None:
         process.wait()
 
     print(f"{'variant':44} {'epochs':>6} {'final val':>9} {'best val':>9}  exit")
-    finished: dict[str, tuple[float, Path]] = {}
+    finished: dict[str, float] = {}
     for variant, (folder, process) in runs.items():
         accs = curve(folder / "live")
         final, best = (f"{accs[-1]:.2%}", f"{max(accs):.2%}") if accs else ("-", "-")
         print(f"{variant:44} {len(accs):6} {final:>9} {best:>9}  {process.returncode}")
         if process.returncode == 0 and accs:
-            finished[variant] = accs[-1], folder / "params.yaml"
+            finished[variant] = accs[-1]
     if args.apply_best:
         if not finished:
-            raise SystemExit("no variant finished its epochs: nothing to apply")
-        chosen = max(finished, key=lambda variant: finished[variant][0])  # first of equals
-        args.apply_best.write_text(finished[chosen][1].read_text())
-        print(f"chosen on validation: {chosen} ({finished[chosen][0]:.2%}) -> {args.apply_best}")
+            raise SystemExit("no variant finished with a validation curve: nothing to apply")
+        chosen = max(finished, key=finished.__getitem__)  # the first of equals
+        said = f"chosen on validation: {chosen} ({finished[chosen]:.2%})"
+        if plans[chosen] == base and args.apply_best.resolve() == args.params.resolve():
+            print(f"{said}: {args.apply_best} stays as it is")  # keeps its comments
+        else:
+            with atomic_path(args.apply_best) as tmp:
+                tmp.write_text(yaml.safe_dump(plans[chosen], sort_keys=False))
+            print(f"{said} -> {args.apply_best}")
 
 
 if __name__ == "__main__":

@@ -71,6 +71,24 @@ def test_recipe_sweep_applies_overrides_and_refuses_unknown_keys() -> None:
         overridden({"lr": 0.4}, "lrr=0.2")
 
 
+@pytest.mark.parametrize(
+    ("variants", "message"),
+    [
+        (["base", "lr=0.2", "lr=0.2"], "each variant must differ"),
+        (["base", "lr=-1"], r"variant 'lr=-1'.*lr"),
+        (["resnet.widht=8"], "no key 'resnet.widht'"),
+    ],
+)
+def test_recipe_sweep_checks_every_variant_before_training(
+    tmp_path: Path, variants: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit, match=message):
+        script("recipe_sweep.py")["main"](
+            [*variants, "--data", str(tmp_path), "--out", str(tmp_path / "sweep")]
+        )
+    assert not (tmp_path / "sweep").exists()  # nothing started
+
+
 @pytest.mark.slow
 def test_recipe_sweep_trains_each_variant(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
