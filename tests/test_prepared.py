@@ -234,6 +234,18 @@ def test_modified_array_is_refused(raw: RawDataset, tmp_path: Path, name: str) -
         load_prepared(out)
 
 
+def test_loading_one_split_neither_reads_nor_checks_the_others(
+    raw: RawDataset, tmp_path: Path
+) -> None:
+    out = tmp_path / "prepared"
+    prepare(raw, out, val_size=0.2, seed=0)
+    (out / "train_images.npy").unlink()
+    (out / "val_labels.npy").write_bytes(b"not an array")
+    data = load_prepared(out, splits=("test",))
+    assert list(data.splits) == ["test"]
+    assert np.array_equal(data.splits["test"].images, np.load(out / "test_images.npy"))
+
+
 def test_missing_array_is_refused(raw: RawDataset, tmp_path: Path) -> None:
     out = tmp_path / "prepared"
     prepare(raw, out, val_size=0.2, seed=0)

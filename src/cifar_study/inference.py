@@ -64,7 +64,7 @@ def load_for_test(
     model, card = load_trained(model_dir)
     memory_format = torch.channels_last if runtime.channels_last else torch.contiguous_format
     model = model.to(runtime.device, memory_format=memory_format)
-    data = load_prepared(data_dir)
+    data = load_prepared(data_dir, splits=("test",))
     if list(card.classes) != list(data.classes):
         raise DataError(
             f"{model_dir} was trained on classes {list(card.classes)}, but {data_dir} has "

@@ -46,7 +46,7 @@ class Split:
 
 @dataclasses.dataclass(frozen=True)
 class PreparedData:
-    """What training and evaluation read: the three splits and how to normalise them."""
+    """What training and evaluation read: the splits loaded and how to normalise them."""
 
     classes: tuple[str, ...]
     mean: tuple[float, float, float]  # per channel, on the 0..1 scale, train split only
@@ -191,12 +191,15 @@ def read_summary(folder: Path) -> dict:
     return summary
 
 
-def load_prepared(folder: Path, mmap: bool = False) -> PreparedData:
-    """Load the prepared splits after checking each array against its recorded sha256."""
+def load_prepared(
+    folder: Path, mmap: bool = False, splits: tuple[str, ...] = SPLITS
+) -> PreparedData:
+    """Load the prepared `splits` (all by default) after checking each array against its
+    recorded sha256; the others are neither read nor hashed."""
     summary = read_summary(folder)
     path = folder / SUMMARY
-    splits = {}
-    for name in SPLITS:
+    loaded = {}
+    for name in splits:
         arrays = []
         for kind in ("images", "labels"):
             array_path = folder / f"{name}_{kind}.npy"
@@ -210,12 +213,12 @@ def load_prepared(folder: Path, mmap: bool = False) -> PreparedData:
                     "the prepared data changed after the prepare stage: rerun it"
                 )
             arrays.append(np.load(array_path, allow_pickle=False, mmap_mode="r" if mmap else None))
-        splits[name] = Split(*arrays)
+        loaded[name] = Split(*arrays)
     norm = summary["normalization"]
     return PreparedData(
         tuple(summary["classes"]),
         tuple(norm["mean"]),
         tuple(norm["std"]),
-        splits,
+        loaded,
         dict(summary["sha256"]),
     )
