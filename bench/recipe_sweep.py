@@ -14,7 +14,6 @@ best final validation accuracy, among those that finished, to PARAMS (e.g. to tr
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import subprocess
 import sys
@@ -23,36 +22,30 @@ from pathlib import Path
 
 import yaml
 
-from cifar_study.config import ConfigError, parse_params, set_dotted
+from cifar_study import config
+from cifar_study.config import ConfigError
 from cifar_study.fileio import atomic_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def overridden(params: dict, variant: str) -> dict:
-    """params.yaml's content with the variant's `key=value` overrides applied (values as YAML)."""
-    for item in variant.split():
-        if item == "base":
-            continue
-        key, _, value = item.partition("=")
-        try:
-            set_dotted(params, key, yaml.safe_load(value))
-        except ConfigError as exc:
-            raise SystemExit(f"variant {variant!r}: {exc}") from None
-    return params
+    """params.yaml's content with the variant's `key=value` overrides applied (values as YAML),
+    checked as a whole; `base` is no override."""
+    pairs = [item.partition("=") for item in variant.split() if item != "base"]
+    try:
+        return config.overridden(
+            params, {key: yaml.safe_load(value) for key, _, value in pairs}, "its params"
+        )
+    except ConfigError as exc:
+        raise SystemExit(f"variant {variant!r}: {exc}") from None
 
 
 def checked_variants(base: dict, variants: list[str]) -> dict[str, dict]:
     """Each variant's full params, all validated before any training starts."""
     if len(set(variants)) < len(variants):
         raise SystemExit(f"each variant must differ from the others, got {variants}")
-    plans = {variant: overridden(copy.deepcopy(base), variant) for variant in variants}
-    for variant, params in plans.items():
-        try:
-            parse_params(params, source=f"variant {variant!r}")
-        except ConfigError as exc:
-            raise SystemExit(str(exc)) from None
-    return plans
+    return {variant: overridden(base, variant) for variant in variants}
 
 
 def curve(live: Path) -> list[float]:

@@ -7,6 +7,7 @@ what is allowed.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 import typing
@@ -272,6 +273,16 @@ def set_dotted(params: dict, key: str, value: Any) -> None:
     if not isinstance(node, dict) or last not in node:
         raise ConfigError(f"params.yaml has no key '{key}'")
     node[last] = value
+
+
+def overridden(raw: dict, overrides: Mapping[str, Any], source: str) -> dict:
+    """A copy of params.yaml's content `raw` with dotted-key `overrides` set, validated as a
+    whole (ConfigError naming `source` and the key), so a run fails before it starts."""
+    params = copy.deepcopy(raw)
+    for key, value in overrides.items():
+        set_dotted(params, key, value)
+    parse_params(params, source=source)
+    return params
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from cifar_study.config import parse_params, set_dotted
+from cifar_study.config import overridden
 from cifar_study.errors import ConfigError, StudyError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[3]  # src/cifar_study/tooling/workspace.py
@@ -49,10 +49,8 @@ def create_workspace(dest: Path, overrides: Mapping[str, Any], root: Path = PROJ
         else:
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, dest / name)
-    params = yaml.safe_load((dest / "params.yaml").read_text())
-    for key, value in overrides.items():
-        set_dotted(params, key, value)
-    parse_params(params, source="workspace overrides")  # fail here, not halfway through a run
+    raw = yaml.safe_load((dest / "params.yaml").read_text())
+    params = overridden(raw, overrides, source="workspace overrides")
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     dvc = [sys.executable, "-m", "dvc"]
     for command in (
