@@ -4,17 +4,21 @@
         base lr=0.2 decay_norm_and_bias=false "ema_decay=0.999 seed=1"
 
 Each positional argument is one variant: space-separated `key=value` overrides of params.yaml
-(dotted keys for nested ones, e.g. `resnet.dropout=0.2`; `base` for none). All variants train at
-once, one process each: a small model leaves most of a GPU idle, so concurrent runs cost little
-more than one. Selection reads the validation split only. --budget-s stops the stragglers; what
-they logged so far is still reported. --apply-best PARAMS writes the params of the variant with the
-best final validation accuracy, among those that finished, to PARAMS (e.g. to train it in full).
+(dotted keys for nested ones, e.g. `resnet.dropout=0.2`; `base` for none), applied after --base's
+overrides, which every variant shares. Variants train concurrently, one process each, at most
+--parallel at once (default: all): a small model leaves most of a GPU idle, so concurrent runs
+cost little more than one. Selection reads the validation split only. --budget-s stops the
+stragglers (what they logged so far is still reported) and starts no more. `@FILE` reads
+arguments from FILE, one per line (`#` starts a comment line), e.g. a search kept in
+bench/searches/. --apply-best PARAMS writes the params of the variant with the best final
+validation accuracy, among those that finished, to PARAMS (e.g. to train it in full).
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import signal
 import subprocess
 import sys
 import time
@@ -41,11 +45,21 @@ def overridden(params: dict, variant: str) -> dict:
         raise SystemExit(f"variant {variant!r}: {exc}") from None
 
 
-def checked_variants(base: dict, variants: list[str]) -> dict[str, dict]:
-    """Each variant's full params, all validated before any training starts."""
+def checked_variants(base: dict, variants: list[str], shared: str = "") -> dict[str, dict]:
+    """Each variant's full params (`shared` overrides first), all validated before any training
+    starts."""
     if len(set(variants)) < len(variants):
         raise SystemExit(f"each variant must differ from the others, got {variants}")
-    return {variant: overridden(base, variant) for variant in variants}
+    common = overridden(base, shared) if shared else base
+    return {variant: overridden(common, variant) for variant in variants}
+
+
+class ArgumentFileParser(argparse.ArgumentParser):
+    """`@FILE` holds one argument per line; blank lines and `#` comment lines are skipped."""
+
+    def convert_arg_line_to_args(self, arg_line: str) -> list[str]:
+        line = arg_line.strip()
+        return [] if not line or line.startswith("#") else [line]
 
 
 def curve(live: Path) -> list[float]:
@@ -57,63 +71,92 @@ def curve(live: Path) -> list[float]:
         return [float(row["acc"]) for row in csv.DictReader(f, delimiter="\t")]
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def launch(folder: Path, params: dict, variant: str, model: str, data: Path) -> subprocess.Popen:
+    """Start one variant's training in `folder`, logging to its train.log."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (folder / "variant.txt").write_text(variant + "\n")
+    command = [
+        sys.executable,
+        "-m",
+        "cifar_study.stages.train",
+        "--model",
+        model,
+        "--params",
+        str(folder / "params.yaml"),
+        "--data",
+        str(data),
+        "--out",
+        str(folder / "model"),
+        "--checkpoint",
+        str(folder / "last.pt"),
+        "--live",
+        str(folder / "live"),
+    ]
+    log = (folder / "train.log").open("w")
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+
+
+def build_parser() -> ArgumentFileParser:
+    """The command line, `@FILE` arguments included."""
+    parser = ArgumentFileParser(description=__doc__.splitlines()[0], fromfile_prefix_chars="@")
     parser.add_argument("variants", nargs="+", help="'key=value ...' overrides per variant")
     parser.add_argument("--data", type=Path, required=True, help="prepared data with a val split")
     parser.add_argument("--out", type=Path, required=True, help="folder for each variant's run")
     parser.add_argument("--model", default="resnet")
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
+    parser.add_argument("--base", default="", help="'key=value ...' overrides for every variant")
+    parser.add_argument("--parallel", type=int, default=0, help="most variants at once; 0: all")
     parser.add_argument("--budget-s", type=float, default=3600.0)
     parser.add_argument(
         "--apply-best", type=Path, help="write the best finished variant's params here"
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
+    if args.parallel < 0:
+        parser.error(f"--parallel must be 0 (all) or a positive count, got {args.parallel}")
 
     base = yaml.safe_load(args.params.read_text())
-    plans = checked_variants(base, args.variants)
-    runs: dict[str, tuple[Path, subprocess.Popen]] = {}
-    for index, (variant, params) in enumerate(plans.items()):
-        folder = args.out / f"v{index}"
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        (folder / "variant.txt").write_text(variant + "\n")
-        command = [
-            sys.executable,
-            "-m",
-            "cifar_study.stages.train",
-            "--model",
-            args.model,
-            "--params",
-            str(folder / "params.yaml"),
-            "--data",
-            str(args.data),
-            "--out",
-            str(folder / "model"),
-            "--checkpoint",
-            str(folder / "last.pt"),
-            "--live",
-            str(folder / "live"),
-        ]
-        log = (folder / "train.log").open("w")
-        runs[variant] = folder, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-
+    plans = checked_variants(base, args.variants, args.base)
+    folders = {variant: args.out / f"v{index}" for index, variant in enumerate(plans)}
+    waiting = list(plans)
+    runs: dict[str, subprocess.Popen] = {}
     deadline = time.monotonic() + args.budget_s
-    while any(p.poll() is None for _, p in runs.values()) and time.monotonic() < deadline:
-        time.sleep(1)
-    for _, process in runs.values():
+    at_once = args.parallel or len(plans)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stopped: still report
+    try:
+        while time.monotonic() < deadline:
+            running = sum(p.poll() is None for p in runs.values())
+            while waiting and running < at_once:
+                variant = waiting.pop(0)
+                runs[variant] = launch(
+                    folders[variant], plans[variant], variant, args.model, args.data
+                )
+                running += 1
+            if not running:
+                break
+            time.sleep(1)
+    except KeyboardInterrupt:
+        print("stopped: the variants still running are stopped too", file=sys.stderr)
+    for process in runs.values():
         if process.poll() is None:
             process.terminate()
-    for _, process in runs.values():
+    for process in runs.values():
         process.wait()
 
     print(f"{'variant':44} {'epochs':>6} {'final val':>9} {'best val':>9}  exit")
     finished: dict[str, float] = {}
-    for variant, (folder, process) in runs.items():
-        accs = curve(folder / "live")
+    for variant in plans:
+        process = runs.get(variant)
+        accs = curve(folders[variant] / "live") if process else []
         final, best = (f"{accs[-1]:.2%}", f"{max(accs):.2%}") if accs else ("-", "-")
-        print(f"{variant:44} {len(accs):6} {final:>9} {best:>9}  {process.returncode}")
-        if process.returncode == 0 and accs:
+        status = process.returncode if process else "not started"
+        print(f"{variant:44} {len(accs):6} {final:>9} {best:>9}  {status}")
+        if process and process.returncode == 0 and accs:
             finished[variant] = accs[-1]
     if args.apply_best:
         if not finished:

@@ -179,3 +179,51 @@ def test_gpu_run_packs_a_whole_pipeline_run(tmp_path: Path) -> None:
     )
     assert stages["train@resnet"]["params"]["params.yaml"]["epochs"] == 4
     assert 3 <= stages["train@densenet"]["params"]["params.yaml"]["epochs"] <= 4
+
+
+def gpu_search(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    command = ["bash", str(BENCH / "gpu_search.sh"), *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("a", "b", "60"), "usage:"),
+        (("missing.tar.gz", "out", "60", __file__), "no archive at"),
+        ((__file__, "out", "1h", __file__), "BUDGET_S must be whole seconds, got '1h'"),
+        ((__file__, "out", "60", "nowhere.txt"), "no search file at nowhere.txt"),
+    ],
+)
+def test_gpu_search_refuses_bad_arguments(args: tuple[str, ...], message: str) -> None:
+    done = gpu_search(*args)
+    assert done.returncode == 2 and message in done.stderr
+
+
+def test_every_kept_search_is_a_valid_sweep() -> None:
+    sweep = script("recipe_sweep.py")
+    params = yaml.safe_load((BENCH.parent / "params.yaml").read_text())
+    for search in sorted((BENCH / "searches").glob("*.txt")):
+        parsed = sweep["build_parser"]().parse_args([f"@{search}", "--data", "d", "--out", "o"])
+        assert sweep["checked_variants"](params, parsed.variants, parsed.base), search.name
+
+
+@pytest.mark.slow
+def test_gpu_search_runs_each_search_and_keeps_its_curves(tmp_path: Path) -> None:
+    """On the CPU, tiny: the archive prepared, two searches, the DenseNet benchmark."""
+    archive = make_tar(build_image_tree(tmp_path / "images", 20, 4), tmp_path / "images.tar.gz")
+    tiny = "--base=epochs=2 batch_size=16 resnet.width=4 resnet.blocks=[1,1] warmup_epochs=0"
+    searches = []
+    for name, variants in {"one": ["base", "lr=0.01"], "two": ["seed=1"]}.items():
+        searches.append(tmp_path / f"{name}.txt")
+        searches[-1].write_text("\n".join(["# a tiny search", tiny, "--parallel=1", *variants]))
+    env = {**os.environ, "PYTHON": sys.executable}
+    env["BENCH_ARGS"] = "--device cpu --tiny --images 32 --batch-size 8 --epochs 1 --steps 1"
+    env["BENCH_ARGS"] += " --modes eager --precisions fp32"
+    done = gpu_search(str(archive), str(tmp_path / "out"), "600", *map(str, searches), env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    table = (tmp_path / "out" / "one.txt").read_text().splitlines()
+    assert [row.split()[:2] for row in table[1:3]] == [["base", "2"], ["lr=0.01", "2"]]
+    with tarfile.open(tmp_path / "out" / "two.tar.gz") as tar:
+        assert "./v0/live/plots/metrics/val/acc.tsv" in tar.getnames()
+    assert "densenet: training images/s" in (tmp_path / "out" / "densenet-compiled.txt").read_text()

@@ -10,7 +10,8 @@ from torch import nn
 from cifar_study.architectures import SETTINGS, DenseNetSettings, ModelSettings, ResNetSettings
 from cifar_study.errors import ConfigError
 from cifar_study.models import available_models, build_model, register_model
-from cifar_study.models.init import initialise, whiten_first_conv
+from cifar_study.models.init import initialise, whiten_first_conv, zero_residual_branches
+from cifar_study.models.resnet import BasicBlock
 from cifar_study.models.size import count_parameters, macs_per_image
 
 # The seed study's counts (REFERENCE §1); a new model must add its own.
@@ -162,6 +163,28 @@ def test_init_schemes_he_redraws_convolutions_and_pytorch_keeps_the_defaults(nam
     assert conv.weight.std().item() == pytest.approx((2 / fan_out) ** 0.5, rel=0.15)
     with pytest.raises(ValueError, match="known: he, pytorch"):
         initialise(built, "xavier")
+
+
+def test_zeroed_residual_branches_make_each_block_the_identity_and_still_learn() -> None:
+    torch.manual_seed(0)
+    model = build_model("resnet", num_classes=10)
+    initialise(model, "he")
+    zero_residual_branches(model)
+    blocks = [m for m in model.modules() if isinstance(m, BasicBlock)]
+    assert len(blocks) == 8
+    x = torch.randn(4, 32, 8, 8)
+    block = blocks[0]
+    assert torch.equal(block(x), torch.relu(block.shortcut(x)))
+    model(torch.randn(4, 3, 32, 32)).sum().backward()
+    assert all(b.bn2.weight.grad.abs().sum() > 0 for b in blocks)  # the branches can open
+
+
+def test_zeroing_residual_branches_leaves_the_densenet_alone() -> None:
+    torch.manual_seed(0)
+    model = build_model("densenet", num_classes=10)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    zero_residual_branches(model)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 
 
 @pytest.mark.parametrize("name", available_models())

@@ -162,8 +162,9 @@ def test_each_model_has_its_own_train_fraction(project: Path) -> None:
     assert fingerprint_with({"resnet": 0.25, "densenet": 1.0}) != base
 
 
-def test_a_whitened_stem_trains(project: Path) -> None:
-    write_params(project, {"precision": "fp32", "whiten_stem": True, "epochs": 1})
+@pytest.mark.parametrize("option", ["whiten_stem", "zero_init_residual"])
+def test_an_initialisation_option_trains_and_is_recorded(project: Path, option: str) -> None:
+    write_params(project, {"precision": "fp32", option: True, "epochs": 1})
     assert train.main(stage_args("resnet")) == 0
     info = json.loads((project / "run" / "models" / "resnet" / "model.json").read_text())
-    assert info["params"]["whiten_stem"] is True
+    assert info["params"][option] is True

@@ -191,6 +191,7 @@ class Params(Checked):
     drop_last: bool = True
     init: str = dataclasses.field(default="he", metadata=one_of(*INITS))
     whiten_stem: bool = False
+    zero_init_residual: bool = False
     # Per model, the fraction of the train split it trains on (a stratified, seeded subset). A
     # budget for slow machines: on a CPU the DenseNet trains ~20x slower per image than the
     # ResNet, so a CPU run can give each model the share of the data its time allows.

@@ -4,6 +4,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cifar_study.models.resnet import BasicBlock
+
 
 def initialise(model: nn.Module, scheme: str) -> None:
     """`he`: He et al., 2015 ("Delving deep into rectifiers") for convolutions, as both the
@@ -19,6 +21,16 @@ def initialise(model: nn.Module, scheme: str) -> None:
         elif isinstance(module, nn.BatchNorm2d):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
+
+
+@torch.no_grad()
+def zero_residual_branches(model: nn.Module) -> None:
+    """Start each residual block as the identity: the BatchNorm that ends its branch gets scale
+    0 (Goyal et al., 2017, "Accurate, large minibatch SGD"), so early training sees a shallower
+    network. Models without residual blocks (the DenseNet) are left as they are."""
+    for module in model.modules():
+        if isinstance(module, BasicBlock):
+            nn.init.zeros_(module.bn2.weight)
 
 
 @torch.no_grad()

@@ -30,7 +30,7 @@ from cifar_study.data.prepared import PreparedData, load_prepared, train_subset
 from cifar_study.device import DeviceSplit, Runtime, process_group, resolve_runtime
 from cifar_study.inference import save_trained
 from cifar_study.models import build_model
-from cifar_study.models.init import initialise, whiten_first_conv
+from cifar_study.models.init import initialise, whiten_first_conv, zero_residual_branches
 from cifar_study.models.size import count_parameters, macs_per_image
 from cifar_study.training.engine import LR_SAMPLES, StopSignal, Trainer, TrainingInterrupted
 
@@ -75,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(params.seed)
     model = build_model(job.model, job.settings, num_classes=len(job.data.classes))
     initialise(model, params.init)
+    if params.zero_init_residual:
+        zero_residual_branches(model)
     size = {"parameters": count_parameters(model), "macs_per_image": macs_per_image(model)}
     runtime = resolve_runtime(
         params.device, params.precision, params.channels_last, params.compile, params.deterministic
