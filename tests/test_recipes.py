@@ -11,7 +11,7 @@ from cifar_study import recipes
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Read from the study's train.py (see ../shared facts in docs/study-recipe.md).
+# Read from the study's train.py (see docs/study-recipe.md).
 STUDY = {
     "seed": 42,
     "epochs": 300,
@@ -99,3 +99,11 @@ def test_a_bad_recipe_is_refused_with_the_reason(
 def test_an_unknown_recipe_lists_the_known_ones(capsys: pytest.CaptureFixture[str]) -> None:
     assert recipes.main(["show", "nope", "--recipes", str(ROOT / "recipes")]) == 1
     assert "recipes in" in (err := capsys.readouterr().err) and "study" in err
+
+
+@pytest.mark.parametrize("name", ["short5", "short20"])
+def test_the_short_recipes_resolve_and_keep_the_studys_resnet(name: str) -> None:
+    recipe = recipes.read_recipe(ROOT / "recipes" / f"{name}.yaml")
+    params = recipes.resolve(ROOT / "params.yaml", recipe)
+    assert params.epochs == int(name.removeprefix("short"))
+    assert not [key for key in recipe if key.startswith(("resnet.", "densenet.", "data."))]
