@@ -25,16 +25,17 @@
 set -euo pipefail
 
 [ $# -ge 2 ] || { echo "usage: $0 ARCHIVE OUT [BUDGET_S]" >&2; exit 2; }
-archive=$(realpath "$1")
+archive=$(realpath -m "$1")
 out=$(realpath -m "$2")
 budget=${3:-500}
 [ -f "$archive" ] || { echo "error: no archive at $1" >&2; exit 2; }
-[[ $budget =~ ^[0-9]+$ ]] || { echo "error: BUDGET_S must be whole seconds, got '$budget'" >&2; exit 2; }
 cd "$(dirname "$0")/.."
 py=${PYTHON:-python3}
 read -r -a bench_args <<< "${BENCH_ARGS:-}"
+# shellcheck source=bench/budget.sh
+source bench/budget.sh
+budget_start "$budget"
 start=$SECONDS
-left() { echo $((budget - (SECONDS - start))); }
 logs=$(mktemp -d)
 mkdir -p "$out"
 
@@ -61,7 +62,7 @@ shims=$(mktemp -d)
 chmod +x "$shims/python" && export PATH="$shims:$PATH"
 dvc() { "$py" -m dvc "$@"; }
 [ -d .git ] || dvc config --local core.no_scm true
-{ nvidia-smi || true; "$py" -c 'import torch; print("torch", torch.__version__)'; } > "$logs/machine.txt"
+record_machine "$logs/machine.txt"
 
 set_param() {  # set_param KEY VALUE: rewrite the line `KEY: ...` of params.yaml, checked.
     sed -i "s|^\(\s*$1:\) [^#]*|\1 $2 |" params.yaml
@@ -73,18 +74,18 @@ set_param source "data/external/$(basename "$archive")"
 if [ -n "${SWEEP:-}" ]; then
     echo "== 0. Recipe variants, chosen on validation ($(left) s left)"
     IFS=';' read -r -a variants <<< "$SWEEP"
-    timeout "$(left)" "$py" -m dvc repro prepare 2>&1 | tee "$logs/prepare.log"
-    timeout "$(left)" env PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}" OMP_NUM_THREADS=2 \
+    within_budget "$py" -m dvc repro prepare 2>&1 | tee "$logs/prepare.log"
+    within_budget env PYTHONPATH="src${PYTHONPATH:+:$PYTHONPATH}" OMP_NUM_THREADS=2 \
         "$py" bench/recipe_sweep.py --data data/prepared --out sweep --budget-s "${SWEEP_S:-240}" \
         --apply-best params.yaml "${variants[@]}" 2>&1 | tee "$logs/sweep.log" \
         || echo "the sweep chose nothing (logs/sweep.log says why): params.yaml stays"
 fi
 
 echo "== 1. ResNet with params.yaml ($(left) s left)"
-timeout "$(left)" "$py" -m dvc repro evaluate@resnet 2>&1 | tee "$logs/resnet.log"
+within_budget "$py" -m dvc repro evaluate@resnet 2>&1 | tee "$logs/resnet.log"
 
 echo "== 2. DenseNet throughput ($(left) s left)"
-timeout "$(left)" env PYTHONPATH=src "$py" bench/gpu.py --models densenet --modes eager \
+within_budget env PYTHONPATH=src "$py" bench/gpu.py --models densenet --modes eager \
     --images 20480 --epochs 1 "${bench_args[@]}" 2>&1 | tee "$logs/bench-densenet-eager.log"
 rate=$(awk '$1 == "eager" && $2 ~ /^(bf16|fp16)$/ { gsub(",", "", $3); print $3 }' \
     "$logs/bench-densenet-eager.log")
@@ -101,7 +102,7 @@ echo "== 3. DenseNet: $epochs of $full epochs fit at ${rate:-?} images/s ($(left
 if [ "$epochs" -ge 3 ]; then
     set_param epochs "$epochs"
     for stage in train@densenet evaluate@densenet robustness@resnet robustness@densenet compare; do
-        timeout "$(left)" "$py" -m dvc repro --single-item "$stage" 2>&1 | tee -a "$logs/densenet.log"
+        within_budget "$py" -m dvc repro --single-item "$stage" 2>&1 | tee -a "$logs/densenet.log"
     done
 else
     echo "under 3 epochs fit: no DenseNet training, robustness or compare in this run"

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -55,11 +57,15 @@ def checked_variants(base: dict, variants: list[str], shared: str = "") -> dict[
 
 
 class ArgumentFileParser(argparse.ArgumentParser):
-    """`@FILE` holds one argument per line; blank lines and `#` comment lines are skipped."""
+    """`@FILE` holds one argument per line (an option and its value may share it); blank lines,
+    `#` comment lines and ` #` comments at the end of a line are skipped."""
 
     def convert_arg_line_to_args(self, arg_line: str) -> list[str]:
-        line = arg_line.strip()
-        return [] if not line or line.startswith("#") else [line]
+        line = arg_line.partition(" #")[0].strip()
+        if not line or line.startswith("#"):
+            return []
+        option_then_value = line.startswith("-") and "=" not in line.split()[0]
+        return line.split(None, 1) if option_then_value else [line]
 
 
 def curve(live: Path) -> list[float]:
@@ -93,8 +99,80 @@ def launch(folder: Path, params: dict, variant: str, model: str, data: Path) -> 
         "--live",
         str(folder / "live"),
     ]
-    log = (folder / "train.log").open("w")
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    with (folder / "train.log").open("w") as log:  # the child keeps its own handle
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+
+
+class Stopped(Exception):
+    """SIGTERM or Ctrl-C arrived while variants were running."""
+
+
+def _stop(signum: int, frame: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not cut the report
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise Stopped
+
+
+def run_pool(
+    starts: dict[str, Callable[[], subprocess.Popen]],
+    at_once: int,
+    budget_s: float,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[dict[str, subprocess.Popen], bool]:
+    """Run the `starts` in order, at most `at_once` at a time, until all end or `budget_s` runs
+    out; stop the ones still running then. Returns the processes started (not started: absent)
+    and whether a signal stopped the pool early. Variants still running get SIGTERM, and 30 s
+    later SIGKILL."""
+    waiting = list(starts)
+    runs: dict[str, subprocess.Popen] = {}
+    deadline = clock() + budget_s
+    handlers = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    stopped = False
+    try:
+        while clock() < deadline:
+            running = sum(p.poll() is None for p in runs.values())
+            while waiting and running < at_once:
+                variant = waiting.pop(0)
+                runs[variant] = starts[variant]()
+                running += 1
+            if not running:
+                break
+            sleep(1)
+    except Stopped:
+        stopped = True
+    finally:
+        for process in runs.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in runs.values():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    return runs, stopped
+
+
+def report(
+    plans: dict[str, dict], folders: dict[str, Path], runs: dict[str, subprocess.Popen]
+) -> dict[str, float]:
+    """Print each variant's epochs and validation accuracy; return the final accuracy of those
+    that finished (exit 0 with a curve)."""
+    width = max(len("variant"), *map(len, plans))
+    print(f"{'variant':{width}} {'epochs':>6} {'final val':>9} {'best val':>9}  exit")
+    finished: dict[str, float] = {}
+    for variant in plans:
+        process = runs.get(variant)
+        accs = curve(folders[variant] / "live") if process else []
+        final, best = (f"{accs[-1]:.2%}", f"{max(accs):.2%}") if accs else ("-", "-")
+        status = process.returncode if process else "not started"
+        print(f"{variant:{width}} {len(accs):6} {final:>9} {best:>9}  {status}")
+        if process and process.returncode == 0 and accs:
+            finished[variant] = accs[-1]
+    return finished
 
 
 def build_parser() -> ArgumentFileParser:
@@ -123,41 +201,16 @@ def main(argv: list[str] | None = None) -> None:
     base = yaml.safe_load(args.params.read_text())
     plans = checked_variants(base, args.variants, args.base)
     folders = {variant: args.out / f"v{index}" for index, variant in enumerate(plans)}
-    waiting = list(plans)
-    runs: dict[str, subprocess.Popen] = {}
-    deadline = time.monotonic() + args.budget_s
-    at_once = args.parallel or len(plans)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # stopped: still report
-    try:
-        while time.monotonic() < deadline:
-            running = sum(p.poll() is None for p in runs.values())
-            while waiting and running < at_once:
-                variant = waiting.pop(0)
-                runs[variant] = launch(
-                    folders[variant], plans[variant], variant, args.model, args.data
-                )
-                running += 1
-            if not running:
-                break
-            time.sleep(1)
-    except KeyboardInterrupt:
-        print("stopped: the variants still running are stopped too", file=sys.stderr)
-    for process in runs.values():
-        if process.poll() is None:
-            process.terminate()
-    for process in runs.values():
-        process.wait()
-
-    print(f"{'variant':44} {'epochs':>6} {'final val':>9} {'best val':>9}  exit")
-    finished: dict[str, float] = {}
-    for variant in plans:
-        process = runs.get(variant)
-        accs = curve(folders[variant] / "live") if process else []
-        final, best = (f"{accs[-1]:.2%}", f"{max(accs):.2%}") if accs else ("-", "-")
-        status = process.returncode if process else "not started"
-        print(f"{variant:44} {len(accs):6} {final:>9} {best:>9}  {status}")
-        if process and process.returncode == 0 and accs:
-            finished[variant] = accs[-1]
+    starts = {
+        variant: functools.partial(
+            launch, folders[variant], plans[variant], variant, args.model, args.data
+        )
+        for variant in plans
+    }
+    runs, stopped = run_pool(starts, args.parallel or len(plans), args.budget_s)
+    finished = report(plans, folders, runs)
+    if stopped:
+        raise SystemExit("stopped by a signal: the table above is what the variants logged")
     if args.apply_best:
         if not finished:
             raise SystemExit("no variant finished with a validation curve: nothing to apply")

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import runpy
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -87,6 +89,87 @@ def test_recipe_sweep_checks_every_variant_before_training(
             [*variants, "--data", str(tmp_path), "--out", str(tmp_path / "sweep")]
         )
     assert not (tmp_path / "sweep").exists()  # nothing started
+
+
+class FakeClock:
+    """Time that passes only when the code under test sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class FakeRun:
+    """A variant's process that exits 0 `duration` fake seconds after it starts."""
+
+    def __init__(self, clock: FakeClock, duration: float) -> None:
+        self.clock, self.end, self.returncode = clock, clock.now + duration, None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and self.clock.now >= self.end:
+            self.returncode = 0
+        return self.returncode
+
+    def terminate(self) -> None:
+        if self.poll() is None:
+            self.returncode = -15
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        return self.returncode
+
+
+@pytest.mark.parametrize(
+    ("budget_s", "started", "codes"),
+    [(10, "abcd", [0, 0, 0, 0]), (5, "abcd", [0, 0, -15, -15]), (2, "ab", [-15, -15])],
+)
+def test_the_sweep_runs_at_most_so_many_at_once_within_its_budget(
+    budget_s: float, started: str, codes: list[int]
+) -> None:
+    clock, began = FakeClock(), {}
+
+    def start(name: str) -> FakeRun:
+        began[name] = clock.now
+        return FakeRun(clock, 3)
+
+    starts = {name: functools.partial(start, name) for name in "abcd"}
+    runs, stopped = script("recipe_sweep.py")["run_pool"](starts, 2, budget_s, clock, clock.sleep)
+    assert not stopped
+    assert "".join(runs) == started
+    assert [run.returncode for run in runs.values()] == codes
+    assert [began[name] for name in started] == [0, 0, 3, 3][: len(started)]
+
+
+def test_a_signal_stops_the_sweeps_variants_and_is_reported() -> None:
+    sleeper = [sys.executable, "-c", "import time; time.sleep(60)"]
+    before = signal.getsignal(signal.SIGTERM)
+
+    def signalled() -> subprocess.Popen:
+        os.kill(os.getpid(), signal.SIGTERM)
+        return subprocess.Popen(sleeper)
+
+    starts = {"a": lambda: subprocess.Popen(sleeper), "b": signalled}
+    runs, stopped = script("recipe_sweep.py")["run_pool"](starts, 2, 60)
+    assert stopped
+    assert runs["a"].returncode == -signal.SIGTERM
+    assert all(run.poll() is not None for run in runs.values())  # nothing left running
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_search_file_takes_comments_and_options_with_their_values(tmp_path: Path) -> None:
+    search = tmp_path / "search.txt"
+    lines = ["# a search", "", "--base=epochs=2 lr=0.1", "--parallel 3  # at once"]
+    lines += ["base", "seed=1 # again"]
+    search.write_text("\n".join(lines))
+    parsed = script("recipe_sweep.py")["build_parser"]().parse_args(
+        [f"@{search}", "--data", "d", "--out", "o"]
+    )
+    assert (parsed.base, parsed.parallel) == ("epochs=2 lr=0.1", 3)
+    assert parsed.variants == ["base", "seed=1"]
 
 
 @pytest.mark.slow
@@ -193,6 +276,7 @@ def gpu_search(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
         (("missing.tar.gz", "out", "60", __file__), "no archive at"),
         ((__file__, "out", "1h", __file__), "BUDGET_S must be whole seconds, got '1h'"),
         ((__file__, "out", "60", "nowhere.txt"), "no search file at nowhere.txt"),
+        ((__file__, "out", "60", __file__, __file__), "two searches named test_bench.py"),
     ],
 )
 def test_gpu_search_refuses_bad_arguments(args: tuple[str, ...], message: str) -> None:

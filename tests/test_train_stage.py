@@ -162,9 +162,19 @@ def test_each_model_has_its_own_train_fraction(project: Path) -> None:
     assert fingerprint_with({"resnet": 0.25, "densenet": 1.0}) != base
 
 
-@pytest.mark.parametrize("option", ["whiten_stem", "zero_init_residual"])
-def test_an_initialisation_option_trains_and_is_recorded(project: Path, option: str) -> None:
-    write_params(project, {"precision": "fp32", option: True, "epochs": 1})
+@pytest.mark.parametrize(
+    ("option", "function"),
+    [("whiten_stem", "whiten_first_conv"), ("zero_init_residual", "zero_residual_branches")],
+)
+@pytest.mark.parametrize("on", [True, False])
+def test_an_initialisation_option_runs_only_when_set(
+    project: Path, monkeypatch: pytest.MonkeyPatch, option: str, function: str, on: bool
+) -> None:
+    calls = []
+    real = getattr(train, function)
+    monkeypatch.setattr(train, function, lambda *args: calls.append(real(*args)))
+    write_params(project, {"precision": "fp32", option: on, "epochs": 1})
     assert train.main(stage_args("resnet")) == 0
+    assert len(calls) == on
     info = json.loads((project / "run" / "models" / "resnet" / "model.json").read_text())
-    assert info["params"][option] is True
+    assert info["params"][option] is on

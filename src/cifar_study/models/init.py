@@ -25,9 +25,10 @@ def initialise(model: nn.Module, scheme: str) -> None:
 
 @torch.no_grad()
 def zero_residual_branches(model: nn.Module) -> None:
-    """Start each residual block as the identity: the BatchNorm that ends its branch gets scale
-    0 (Goyal et al., 2017, "Accurate, large minibatch SGD"), so early training sees a shallower
-    network. Models without residual blocks (the DenseNet) are left as they are."""
+    """Start each residual branch at zero: the BatchNorm that ends it gets scale 0 (Goyal et al.,
+    2017, "Accurate, large minibatch SGD"), so each block starts as its shortcut alone and early
+    training sees a shallower network. Models without residual blocks (the DenseNet) are left
+    as they are."""
     for module in model.modules():
         if isinstance(module, BasicBlock):
             nn.init.zeros_(module.bn2.weight)
