@@ -197,8 +197,10 @@ def curves_figure(histories: dict[str, list[dict[str, Any]]]) -> plt.Figure:
     fig.text(
         0.5,
         -0.02,
-        "train: mean over each epoch's augmented batches while the weights changed; "
-        "validation: the weights evaluated (the EMA average if enabled) at the epoch's end",
+        "train: mean over each epoch's augmented batches while the weights changed, its loss "
+        "the training loss (label smoothing and mixup included where on); "
+        "validation: plain cross-entropy of the weights (the EMA average if enabled) at the "
+        "epoch's end",
         ha="center",
         fontsize=8,
     )
