@@ -38,10 +38,10 @@ mkdir -p "$out"
 record_machine "$out/machine.txt"
 
 echo "== prepare ($(left) s left)"
-"$py" - "$archive" "$work/params.yaml" <<'PY'
+"$py" - "$archive" "$work/params.yaml" <<'PY'  # params.yaml reading the archive, checked
 import sys, yaml
-params = yaml.safe_load(open("params.yaml"))
-params["data"]["source"] = sys.argv[1]
+from cifar_study import config
+params = config.overridden(yaml.safe_load(open("params.yaml")), {"data.source": sys.argv[1]}, "params.yaml")
 yaml.safe_dump(params, open(sys.argv[2], "w"), sort_keys=False)
 PY
 {
