@@ -59,6 +59,24 @@ def test_random_flip_mirrors_about_half_the_images() -> None:
     assert 150 < sum(flipped) < 250
 
 
+def test_alternating_flips_mirror_each_image_every_other_epoch() -> None:
+    parity = torch.tensor([True, False, True])
+    assert augment.alternating_flips(parity, 0).tolist() == [True, False, True]
+    assert augment.alternating_flips(parity, 1).tolist() == [False, True, False]
+    assert augment.alternating_flips(parity, 4).tolist() == [True, False, True]
+
+
+def test_given_flips_replace_the_coin_flips() -> None:
+    x = torch.randint(0, 256, (3, 3, 4, 4), dtype=torch.uint8)
+    flips = torch.tensor([True, False, True])
+    policy = augment.Augmentation(crop_padding=0, flip=True)
+    before = torch.random.get_rng_state()
+    out = policy(x, lambda v: v, flips=flips)
+    assert torch.equal(torch.random.get_rng_state(), before)  # nothing drawn
+    assert torch.equal(out, augment.flip_where(x, flips).float())
+    assert torch.equal(out[1], x[1].float()) and torch.equal(out[0], x[0].flip(2).float())
+
+
 def test_cutout_zeroes_at_most_a_square_per_image() -> None:
     torch.manual_seed(0)
     x = torch.ones(64, 3, 32, 32)

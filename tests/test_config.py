@@ -144,6 +144,26 @@ def test_other_out_of_range_values_are_rejected(raw: dict, key: str) -> None:
         parse_params(raw)
 
 
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"norm_bias_lr_scale": 0}, r"^params: norm_bias_lr_scale = 0 is not allowed"),
+        ({"alternating_flip": True, "flip": False}, r"alternating_flip: true needs flip: true"),
+        (
+            {"warmup_epochs": 5, "epochs": 5},
+            r"warmup_epochs = 5(\.0)? must be smaller than epochs = 5",
+        ),
+        (
+            {"warmup_epochs": 0.5, "schedule_per": "epoch"},
+            r"warmup_epochs = 0\.5 must be a whole number of epochs when schedule_per is epoch",
+        ),
+    ],
+)
+def test_settings_that_contradict_each_other_are_rejected(raw: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_params(raw)
+
+
 @pytest.mark.parametrize(("value", "expected"), [(0, 0.0), (0.0, 0.0), (0.999, 0.999)])
 def test_val_size_boundaries_and_int_accepted_for_float(value: float, expected: float) -> None:
     params = parse_params({"data": {"val_size": value}})

@@ -100,6 +100,27 @@ def test_mixup_alpha_is_fixed_within_an_epoch_when_scheduled_per_epoch(
     assert alphas == pytest.approx([0.2, 0.2, 0.15, 0.15, 0.05])
 
 
+def test_alternating_flip_mirrors_each_image_in_exactly_one_of_two_epochs(
+    tmp_path: Path,
+) -> None:
+    trainer = _trainer(tmp_path, alternating_flip=True, batch_size=16, epochs=3)
+    choose = trainer._augmentation_for
+    flipped: list[dict[int, bool]] = [{}, {}, {}]  # per epoch: image index -> mirrored
+
+    def recording(index: torch.Tensor):
+        augmentation = choose(index)
+        flips = augmentation.keywords["flips"]
+        flipped[trainer.epoch].update(zip(index.tolist(), flips.tolist(), strict=True))
+        return augmentation
+
+    trainer._augmentation_for = recording  # type: ignore[method-assign]
+    trainer.fit()
+    assert [len(f) for f in flipped] == [96, 96, 96]  # every image, every epoch
+    assert all(flipped[1][i] != flipped[0][i] for i in flipped[0])
+    assert flipped[2] == flipped[0]
+    assert 30 < sum(flipped[0].values()) < 66  # the parity is random, not all one way
+
+
 def test_host_reads_do_not_grow_with_the_number_of_steps(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -161,8 +182,15 @@ def _without_timing(history: list[dict[str, float]]) -> list[dict[str, float]]:
 
 @pytest.mark.parametrize("stop_at", [3, 6, 8])  # mid-epoch, at an epoch's last step, epoch 2
 def test_resume_after_a_signal_is_bitwise_identical_on_cpu(tmp_path: Path, stop_at: int) -> None:
-    # 96 images / batch 16 = 6 steps per epoch; mixup and EMA on, so their state must resume too.
-    recipe = {"epochs": 2, "mixup_alpha": 0.2, "ema_decay": 0.9}
+    # 96 images / batch 16 = 6 steps per epoch; mixup, EMA, alternating flip and a BatchNorm
+    # shift lr group on, so their state must resume too.
+    recipe = {
+        "epochs": 2,
+        "mixup_alpha": 0.2,
+        "ema_decay": 0.9,
+        "alternating_flip": True,
+        "norm_bias_lr_scale": 8.0,
+    }
     straight = _trainer(tmp_path / "a", **recipe)
     expected = straight.fit()
 

@@ -161,6 +161,7 @@ class Params(Checked):
     nesterov: bool = True
     weight_decay: float = dataclasses.field(default=5e-4, metadata=non_negative())
     decay_norm_and_bias: bool = True
+    norm_bias_lr_scale: float = dataclasses.field(default=1.0, metadata=positive())
     schedule: str = dataclasses.field(default="onecycle", metadata=one_of(*SCHEDULES))
     warmup_epochs: float = dataclasses.field(default=2.0, metadata=non_negative())
     step_every: int = dataclasses.field(default=30, metadata=positive("an integer"))
@@ -176,6 +177,7 @@ class Params(Checked):
     )
     crop_padding: int = dataclasses.field(default=4, metadata=non_negative("an integer"))
     flip: bool = True
+    alternating_flip: bool = False
     color_jitter: float = dataclasses.field(
         default=0.0, metadata=fraction("a number in [0, 1) (0: off)")
     )
@@ -235,6 +237,8 @@ class Params(Checked):
                 f"warmup_epochs = {self.warmup_epochs} must be a whole number of epochs when "
                 "schedule_per is epoch"
             )
+        if self.alternating_flip and not self.flip:
+            raise ConfigError("alternating_flip: true needs flip: true (it says how to flip)")
         if self.warmup_epochs >= self.epochs:
             raise ConfigError(
                 f"warmup_epochs = {self.warmup_epochs} must be smaller than epochs = {self.epochs}"

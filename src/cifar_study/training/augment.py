@@ -33,14 +33,20 @@ class Augmentation:
     cutout: int = 0
 
     def __call__(
-        self, images: torch.Tensor, normalise: Callable[[torch.Tensor], torch.Tensor]
+        self,
+        images: torch.Tensor,
+        normalise: Callable[[torch.Tensor], torch.Tensor],
+        flips: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """uint8 images N×3×H×W augmented in the study's order, normalised by `normalise` (float
-        pixels in [0, 255] in) between rotation and erasing; float32 out."""
+        pixels in [0, 255] in) between rotation and erasing; float32 out. `flips` (N booleans),
+        if given, says which images to mirror instead of a coin flip each."""
         x = images
         if self.crop_padding:
             x = random_crop(x, self.crop_padding)
-        if self.flip:
+        if flips is not None:
+            x = flip_where(x, flips)
+        elif self.flip:
             x = random_flip(x)
         x = x.float()
         if self.color_jitter:
@@ -73,8 +79,19 @@ def random_crop(x: torch.Tensor, padding: int) -> torch.Tensor:
 
 def random_flip(x: torch.Tensor) -> torch.Tensor:
     """Mirror each image left-right with probability 1/2."""
-    flip = torch.rand(x.shape[0], device=x.device) < 0.5
-    return torch.where(flip[:, None, None, None], x.flip(3), x)
+    return flip_where(x, torch.rand(x.shape[0], device=x.device) < 0.5)
+
+
+def flip_where(x: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """Mirror left-right the images whose entry of `flips` (N booleans) is true."""
+    return torch.where(flips[:, None, None, None], x.flip(3), x)
+
+
+def alternating_flips(parity: torch.Tensor, epoch: int) -> torch.Tensor:
+    """Which images to mirror in `epoch` (0-based) under alternating flip (Jordan, 2024): those
+    whose `parity` bit is set in even epochs, the others in odd ones, so every image is seen
+    both ways in every two epochs rather than by chance."""
+    return parity ^ bool(epoch % 2)
 
 
 def cutout(x: torch.Tensor, size: int) -> torch.Tensor:

@@ -8,6 +8,7 @@ the caller's model. It resumes bitwise-exactly (on CPU) from a checkpoint taken 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import signal
 import time
@@ -23,9 +24,9 @@ from tqdm import tqdm
 
 from cifar_study.config import Params
 from cifar_study.data.prepared import PreparedData, evenly_spaced
-from cifar_study.device import DeviceSplit, Runtime, evaluate
+from cifar_study.device import Augment, DeviceSplit, Runtime, evaluate
 from cifar_study.errors import ConfigError, StudyError
-from cifar_study.training.augment import Augmentation
+from cifar_study.training.augment import Augmentation, alternating_flips
 from cifar_study.training.checkpoint import (
     load_checkpoint,
     rng_state,
@@ -158,6 +159,15 @@ class Trainer:
         # augmentation and dropout draw from the global ones, which differ between ranks so
         # that each shard is augmented independently.
         self.order_rng = torch.Generator().manual_seed(params.seed)
+        # Alternating flip: a parity bit per training image, drawn once (before any epoch's
+        # order, so a resumed run draws the same bits), says in which epochs it is mirrored.
+        self.flip_parity = (
+            torch.randint(0, 2, (len(self.train_split),), generator=self.order_rng)
+            .bool()
+            .to(device)
+            if params.alternating_flip
+            else None
+        )
         if runtime.distributed:
             torch.manual_seed(params.seed + 1_000_003 * runtime.rank)
 
@@ -319,7 +329,9 @@ class Trainer:
         for b in bar:
             batch_index = order[b * params.batch_size : (b + 1) * params.batch_size]
             index = batch_index[runtime.rank * local : (runtime.rank + 1) * local]
-            x, y = self.train_split.batch(index, self.augmentation, runtime.channels_last)
+            x, y = self.train_split.batch(
+                index, self._augmentation_for(index), runtime.channels_last
+            )
             loss, correct = self._step(x, y)
             if b in self._lr_sample_steps:
                 self.lr_samples.append([self.epoch + b / self.steps_per_epoch, self.last_lr])
@@ -361,6 +373,13 @@ class Trainer:
             "epoch_time_s": seconds,
             "images_per_s": totals[2].item() / seconds,
         }
+
+    def _augmentation_for(self, index: torch.Tensor) -> Augment:
+        """The augmentation for the training images at `index` in the current epoch."""
+        if self.flip_parity is None:
+            return self.augmentation
+        flips = alternating_flips(self.flip_parity[index], self.epoch)
+        return functools.partial(self.augmentation, flips=flips)
 
     def _watch_finite(self, loss: torch.Tensor, step: int) -> None:
         """Remember, on the device, the first step whose loss was not finite and that loss."""
