@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from PIL import Image
 from training_helpers import TINY_PIPELINE, build_image_tree, make_tar, tiny_raw
 
 from cifar_study.data.prepared import prepare
@@ -35,6 +36,25 @@ def test_augment_cost_prints_every_operation(capsys: pytest.CaptureFixture[str])
     out = capsys.readouterr().out
     for name in ("crop", "flip", "colour jitter", "rotation", "random erasing", "all of them"):
         assert name in out
+
+
+def test_jpeg_quality_reads_libjpegs_quality_and_subsampling(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tree = build_image_tree(tmp_path / "tree")  # 15 images, every other one a Pillow JPEG
+    Image.new("RGB", (32, 32), (9, 99, 199)).save(tree / "extra.jpg", quality=90, subsampling=0)
+    archive = make_tar(tree, tmp_path / "copy.tar.gz")
+    main = script("jpeg_quality.py")["main"]
+    assert main([str(archive), "--every", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "7 JPEG files" in out  # 6 in the tree and the extra one
+    assert "quality 75, chroma 4:2:0: 6" in out  # Pillow's defaults
+    assert "quality 90, chroma 4:4:4: 1" in out
+    assert main([str(tree), "--every", "7"]) == 0
+    assert "read 1:" in capsys.readouterr().out
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty")]) == 1
+    assert "no JPEG files" in capsys.readouterr().err
 
 
 def test_gpu_benchmark_runs_on_the_cpu(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import signal
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -107,7 +108,7 @@ def test_alternating_flip_mirrors_each_image_in_exactly_one_of_two_epochs(
     choose = trainer._augmentation_for
     flipped: list[dict[int, bool]] = [{}, {}, {}]  # per epoch: image index -> mirrored
 
-    def recording(index: torch.Tensor):
+    def recording(index: torch.Tensor) -> Callable:
         augmentation = choose(index)
         flips = augmentation.keywords["flips"]
         flipped[trainer.epoch].update(zip(index.tolist(), flips.tolist(), strict=True))
@@ -119,6 +120,15 @@ def test_alternating_flip_mirrors_each_image_in_exactly_one_of_two_epochs(
     assert all(flipped[1][i] != flipped[0][i] for i in flipped[0])
     assert flipped[2] == flipped[0]
     assert 30 < sum(flipped[0].values()) < 66  # the parity is random, not all one way
+
+
+def test_alternating_flip_leaves_the_order_of_the_samples_alone(tmp_path: Path) -> None:
+    orders = []
+    for alternating in (False, True):
+        trainer = _trainer(tmp_path / str(alternating), alternating_flip=alternating, epochs=2)
+        trainer.fit()
+        orders.append(trainer.order_rng.get_state())
+    assert torch.equal(*orders)
 
 
 def test_host_reads_do_not_grow_with_the_number_of_steps(
@@ -180,17 +190,25 @@ def _without_timing(history: list[dict[str, float]]) -> list[dict[str, float]]:
     ]
 
 
-@pytest.mark.parametrize("stop_at", [3, 6, 8])  # mid-epoch, at an epoch's last step, epoch 2
-def test_resume_after_a_signal_is_bitwise_identical_on_cpu(tmp_path: Path, stop_at: int) -> None:
-    # 96 images / batch 16 = 6 steps per epoch; mixup, EMA, alternating flip and a BatchNorm
-    # shift lr group on, so their state must resume too.
-    recipe = {
-        "epochs": 2,
+# Mixup and EMA on, so their state must resume too; then with alternating flip and a separate
+# lr for BatchNorm's shifts as well.
+_RESUMED_RECIPES = {
+    "mixup-ema": {"mixup_alpha": 0.2, "ema_decay": 0.9},
+    "airbench": {
         "mixup_alpha": 0.2,
         "ema_decay": 0.9,
         "alternating_flip": True,
         "norm_bias_lr_scale": 8.0,
-    }
+    },
+}
+
+
+@pytest.mark.parametrize("options", _RESUMED_RECIPES.values(), ids=_RESUMED_RECIPES)
+@pytest.mark.parametrize("stop_at", [3, 6, 8])  # mid-epoch, at an epoch's last step, epoch 2
+def test_resume_after_a_signal_is_bitwise_identical_on_cpu(
+    tmp_path: Path, stop_at: int, options: dict
+) -> None:
+    recipe = {"epochs": 2, **options}  # 96 images / batch 16 = 6 steps per epoch
     straight = _trainer(tmp_path / "a", **recipe)
     expected = straight.fit()
 
@@ -290,7 +308,8 @@ _DDP_RECIPE = {
     "epochs": 1,
     "batch_size": 16,
     "crop_padding": 0,
-    "flip": False,
+    "flip": True,
+    "alternating_flip": True,  # deterministic flips: each rank must mirror its shard's share
     "cutout": 0,
     "label_smoothing": 0.0,
     "precision": "fp32",

@@ -103,16 +103,20 @@ def test_norm_shifts_can_take_a_larger_lr_with_the_same_decay_per_step() -> None
     model = build_model("resnet", ResNetSettings(width=4, blocks=(1, 1)), num_classes=4)
     shifts = [m.bias for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     for decay_norm_and_bias, decay in ((True, 5e-4), (False, 0.0)):
-        optimizer = build_optimizer(
-            model, tiny_params(norm_bias_lr_scale=64.0, decay_norm_and_bias=decay_norm_and_bias)
-        )
+        params = tiny_params(norm_bias_lr_scale=64.0, decay_norm_and_bias=decay_norm_and_bias)
+        optimizer = build_optimizer(model, params)
         weights, others, fast = optimizer.param_groups
-        lr = optimizer.defaults["lr"]
-        assert weights["lr"] == others["lr"] == lr and weights["weight_decay"] == 5e-4
-        assert others["weight_decay"] == decay
-        assert fast["lr"] == 64 * lr and fast["lr"] * fast["weight_decay"] == lr * decay
+        assert weights["lr"] == others["lr"] == params.lr and weights["weight_decay"] == 5e-4
+        assert others["weight_decay"] == decay and fast["weight_decay"] == decay / 64
+        assert fast["lr"] == 64 * params.lr
         assert {id(p) for p in fast["params"]} == {id(p) for p in shifts}
         assert any(p is model.stem[1].weight for p in others["params"])  # scales stay put
         assert sum(len(g["params"]) for g in optimizer.param_groups) == len(
             list(model.parameters())
         )
+        # The schedule scales every group alike; the lr logged is the weights' (group 0).
+        scheduler = build_scheduler(optimizer, params, steps_per_epoch=5)
+        for _ in range(7):
+            optimizer.step()
+            scheduler.step()
+            assert fast["lr"] == pytest.approx(64 * weights["lr"], rel=1e-12)

@@ -238,7 +238,10 @@ class Params(Checked):
                 "schedule_per is epoch"
             )
         if self.alternating_flip and not self.flip:
-            raise ConfigError("alternating_flip: true needs flip: true (it says how to flip)")
+            raise ConfigError(
+                "alternating_flip: true says which images flip mirrors, so it needs flip: true; "
+                "set flip: true or alternating_flip: false"
+            )
         if self.warmup_epochs >= self.epochs:
             raise ConfigError(
                 f"warmup_epochs = {self.warmup_epochs} must be smaller than epochs = {self.epochs}"

@@ -159,10 +159,13 @@ class Trainer:
         # augmentation and dropout draw from the global ones, which differ between ranks so
         # that each shard is augmented independently.
         self.order_rng = torch.Generator().manual_seed(params.seed)
-        # Alternating flip: a parity bit per training image, drawn once (before any epoch's
-        # order, so a resumed run draws the same bits), says in which epochs it is mirrored.
+        # Alternating flip: a parity bit per training image says in which epochs it is mirrored.
+        # Drawn once from a generator of its own (the same bits on every rank and after a
+        # resume), so that turning it on leaves the order of the samples as it was.
         self.flip_parity = (
-            torch.randint(0, 2, (len(self.train_split),), generator=self.order_rng)
+            torch.randint(
+                0, 2, (len(self.train_split),), generator=torch.Generator().manual_seed(params.seed)
+            )
             .bool()
             .to(device)
             if params.alternating_flip

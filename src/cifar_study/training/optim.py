@@ -7,9 +7,10 @@ import math
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 
 from cifar_study.config import Params
+
+_BatchNorm = nn.modules.batchnorm._BatchNorm  # every BatchNorm class, SyncBatchNorm included
 
 
 def parameter_groups(model: nn.Module, params: Params) -> list[dict]:
@@ -17,27 +18,23 @@ def parameter_groups(model: nn.Module, params: Params) -> list[dict]:
 
     One group for all parameters by default. `decay_norm_and_bias: false` spares BatchNorm's
     scales and shifts and the biases weight decay: decaying them only fights the normalisation
-    (as the fast CIFAR-10 trainers find). `norm_bias_lr_scale` multiplies the BatchNorm shifts'
-    lr (airbench: 64) and divides their weight decay, so that the decay per step (lr × decay)
-    stays as it was and only their gradient steps grow.
+    (as the fast CIFAR-10 trainers find). `norm_bias_lr_scale` multiplies the lr of BatchNorm's
+    shifts (airbench: 64) and divides their weight decay, so that lr × decay, their decay per
+    step under SGD, is unchanged and only their gradient steps grow.
     """
     scale = params.norm_bias_lr_scale
     if params.decay_norm_and_bias and scale == 1:
         return [{"params": list(model.parameters())}]
-    shifts = (
-        {id(m.bias) for m in model.modules() if isinstance(m, _BatchNorm) and m.bias is not None}
-        if scale != 1
-        else set()
-    )
     decay = params.weight_decay if params.decay_norm_and_bias else 0.0
+    shifts = set()
+    if scale != 1:
+        shifts = {id(m.bias) for m in model.modules() if isinstance(m, _BatchNorm) and m.affine}
     weights = [p for p in model.parameters() if p.ndim > 1]
     others = [p for p in model.parameters() if p.ndim <= 1 and id(p) not in shifts]
     groups = [{"params": weights}, {"params": others, "weight_decay": decay}]
     if shifts:
-        norm_shifts = [p for p in model.parameters() if id(p) in shifts]
-        groups.append(
-            {"params": norm_shifts, "lr": params.lr * scale, "weight_decay": decay / scale}
-        )
+        fast = [p for p in model.parameters() if id(p) in shifts]
+        groups.append({"params": fast, "lr": params.lr * scale, "weight_decay": decay / scale})
     return groups
 
 
