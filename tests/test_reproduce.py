@@ -10,6 +10,7 @@ import yaml
 
 from cifar_study.config import parse_params, set_dotted
 from cifar_study.errors import ConfigError
+from cifar_study.recipes import read_recipe
 from cifar_study.tooling import reproduce
 from cifar_study.tooling.workspace import PROJECT_ROOT
 
@@ -62,6 +63,12 @@ def test_source_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.chdir(tmp_path)
     overrides = reproduce.overrides_for("cifar10-cpu", Path("copy.tar.gz"))
     assert overrides["data.source"] == str(tmp_path / "copy.tar.gz")
+
+
+def test_ci_reproduces_the_short_recipe_on_real_data() -> None:
+    recipe = read_recipe(PROJECT_ROOT / "recipes" / "short5.yaml")
+    overrides = reproduce.overrides_for("cifar10-cpu", Path(__file__))
+    assert {key: overrides[key] for key in recipe} == recipe
 
 
 def test_bad_expectations_fail_before_any_workspace_is_made(

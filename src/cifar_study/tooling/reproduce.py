@@ -24,25 +24,23 @@ from typing import Any
 from cifar_study.cli import user_errors_exit
 from cifar_study.errors import ConfigError, StudyError
 from cifar_study.fileio import write_json
+from cifar_study.recipes import read_recipe
 from cifar_study.tooling.demo import DEMO_OVERRIDES
 from cifar_study.tooling.metrics_gate import gate, read_expectations, updated_expectations
 from cifar_study.tooling.workspace import PROJECT_ROOT, create_workspace, pipeline_env, run_checked
 
 EXPECTED_DIR = PROJECT_ROOT / ".ci" / "expected"
 
-# What each profile overrides in params.yaml. cifar10-cpu fits a 2-core CPU in about 25 minutes:
-# the ResNet sees the whole training set for 4 epochs; the DenseNet-BC, ~20x slower per image
-# on a CPU, sees a stratified 4% of it. Small evaluation batches keep the inference-speed probe
-# short. digits is `make demo`'s offline run, in fp32: it runs on any CPU (a fork's CI), and
-# `precision: auto` would pick bf16 on some CPUs and fp32 on others, numerics its tolerances do
-# not cover. cifar10-cpu keeps auto: recorded at bf16 on a CPU with AVX-512 BF16.
+# What each profile overrides in params.yaml. cifar10-cpu is recipes/short5.yaml, the 5-epoch
+# recipe for the ResNet, fitted to a 2-core CPU: the ResNet sees the whole training set; the
+# DenseNet-BC, ~20x slower per image on a CPU, sees a stratified 4% of it. Small evaluation
+# batches keep the inference-speed probe short. digits is `make demo`'s offline run, in fp32: it
+# runs on any CPU (a fork's CI), and `precision: auto` would pick bf16 on some CPUs and fp32 on
+# others, numerics its tolerances do not cover. cifar10-cpu keeps auto: recorded at bf16 on a CPU
+# with AVX-512 BF16.
 PROFILES: dict[str, dict[str, Any]] = {
     "cifar10-cpu": {
-        "epochs": 4,
-        "batch_size": 256,
-        "lr": 0.2,
-        "warmup_epochs": 1,
-        "cutout": 0,
+        **read_recipe(PROJECT_ROOT / "recipes" / "short5.yaml"),
         "eval_batch_size": 256,
         # Plain and flip TTA only: 6-view TTA would triple the DenseNet's evaluation on a CPU.
         "tta_translate": 0,
