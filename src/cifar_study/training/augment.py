@@ -87,6 +87,12 @@ def flip_where(x: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
     return torch.where(flips[:, None, None, None], x.flip(3), x)
 
 
+def flip_parity(count: int, seed: int) -> torch.Tensor:
+    """A parity bit per training image for alternating flip, drawn from a generator of its own
+    so that the same bits come back on every rank and after a resume."""
+    return torch.randint(0, 2, (count,), generator=torch.Generator().manual_seed(seed)).bool()
+
+
 def alternating_flips(parity: torch.Tensor, epoch: int) -> torch.Tensor:
     """Which images to mirror in `epoch` (0-based) under alternating flip (Jordan, 2024): those
     whose `parity` bit is set in even epochs, the others in odd ones, so every image is seen

@@ -26,7 +26,7 @@ from cifar_study.config import Params
 from cifar_study.data.prepared import PreparedData, evenly_spaced
 from cifar_study.device import Augment, DeviceSplit, Runtime, evaluate
 from cifar_study.errors import ConfigError, StudyError
-from cifar_study.training.augment import Augmentation, alternating_flips
+from cifar_study.training.augment import Augmentation, alternating_flips, flip_parity
 from cifar_study.training.checkpoint import (
     load_checkpoint,
     rng_state,
@@ -159,15 +159,10 @@ class Trainer:
         # augmentation and dropout draw from the global ones, which differ between ranks so
         # that each shard is augmented independently.
         self.order_rng = torch.Generator().manual_seed(params.seed)
-        # Alternating flip: a parity bit per training image says in which epochs it is mirrored.
-        # Drawn once from a generator of its own (the same bits on every rank and after a
-        # resume), so that turning it on leaves the order of the samples as it was.
+        # Alternating flip: a parity bit per training image says in which epochs it is mirrored;
+        # its own generator leaves the order of the samples as it was.
         self.flip_parity = (
-            torch.randint(
-                0, 2, (len(self.train_split),), generator=torch.Generator().manual_seed(params.seed)
-            )
-            .bool()
-            .to(device)
+            flip_parity(len(self.train_split), params.seed).to(device)
             if params.alternating_flip
             else None
         )
