@@ -77,6 +77,50 @@ def test_show_prints_one_dvc_exp_run_line(capsys: pytest.CaptureFixture[str]) ->
     assert line.endswith(" --queue") and "-S init=pytorch" in line
 
 
+def test_set_changes_the_recipe_for_one_run_under_its_own_name(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = [
+        "show",
+        "short5",
+        "--recipes",
+        str(ROOT / "recipes"),
+        "--params",
+        str(ROOT / "params.yaml"),
+    ]
+    sets = ["--set", "data.val_size=0", "--set", "lr=0.3", "--name", "short5-all"]
+    assert recipes.main([*argv, *sets, "--", "evaluate@resnet"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("dvc exp run -n short5-all -S epochs=5 ")
+    assert line.endswith(" -S data.val_size=0 evaluate@resnet")
+    assert " -S lr=0.3 " in line and "lr=0.2" not in line  # the recipe's lr replaced, in place
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("data.val_size=2", "data.val_size = 2 is not allowed"),
+        ("lrr=0.1", "params.yaml has no key 'lrr'"),
+        ("lr", "--set 'lr': expected key=value"),
+        ("=0.1", "expected key=value"),
+        ("lr=[0.1", "cannot read the value"),
+    ],
+)
+def test_a_bad_set_is_refused_with_the_reason(
+    capsys: pytest.CaptureFixture[str], item: str, message: str
+) -> None:
+    argv = [
+        "run",
+        "short5",
+        "--recipes",
+        str(ROOT / "recipes"),
+        "--params",
+        str(ROOT / "params.yaml"),
+    ]
+    assert recipes.main([*argv, "--set", item]) == 1
+    assert message in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("body", "message"),
     [

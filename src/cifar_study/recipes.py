@@ -2,11 +2,14 @@
 
     python -m cifar_study.recipes show study      # print the `dvc exp run -S ...` line
     python -m cifar_study.recipes run study       # run it (extra dvc args after --, e.g. --queue)
+    python -m cifar_study.recipes run short5 --set data.val_size=0 --name short5-all
 
 A recipe is `recipes/<name>.yaml`: params.yaml keys (dotted for sections) mapped to values. It is
 checked against params.yaml before anything runs, so a misspelt key or an out-of-range value is
-an error here rather than halfway through an experiment. The experiment itself is a plain
-`dvc exp run -n <name> -S key=value ...`: DVC records every value, and `dvc params diff` shows them.
+an error here rather than halfway through an experiment; so are `--set` values, which change a
+recipe for one run (e.g. all 50,000 training images once the choices are made on validation).
+The experiment itself is a plain `dvc exp run -n <name> -S key=value ...`: DVC records every
+value, and `dvc params diff` shows them.
 """
 
 from __future__ import annotations
@@ -61,6 +64,21 @@ def set_arguments(recipe: Mapping[str, Any]) -> list[str]:
     return arguments
 
 
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """`--set key=value` items as a key → value mapping, the values read as YAML (as DVC reads
+    `-S` values)."""
+    pairs = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set data.val_size=0")
+        try:
+            pairs[key] = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: cannot read the value ({exc})") from None
+    return pairs
+
+
 def exp_run_command(name: str, recipe: Mapping[str, Any], extra: list[str]) -> list[str]:
     """The `dvc exp run` command line that runs `recipe` as an experiment called `name`."""
     return ["dvc", "exp", "run", "-n", name, *set_arguments(recipe), *extra]
@@ -73,6 +91,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("recipe", help="a name in --recipes (e.g. study) or a .yaml path")
     parser.add_argument("--recipes", type=Path, default=Path("recipes"), help="recipe folder")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a params.yaml key for this run, over the recipe's value if it has one",
+    )
+    parser.add_argument("--name", help="the experiment's name (default: the recipe's)")
     parser.epilog = "Arguments after -- go to `dvc exp run` (e.g. -- --queue)."
     argv = sys.argv[1:] if argv is None else argv
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
@@ -80,9 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     path = (
         Path(args.recipe) if args.recipe.endswith(".yaml") else args.recipes / f"{args.recipe}.yaml"
     )
-    recipe = read_recipe(path)
+    recipe = read_recipe(path) | parse_set(args.set)
     resolve(args.params, recipe)
-    command = exp_run_command(path.stem, recipe, extra)
+    command = exp_run_command(args.name or path.stem, recipe, extra)
     if args.action == "show":
         print(shlex.join(command))
         return 0
