@@ -38,11 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def overridden(params: dict, variant: str) -> dict:
     """params.yaml's content with the variant's `key=value` overrides applied (values as YAML),
     checked as a whole; `base` is no override."""
-    pairs = [item.partition("=") for item in variant.split() if item != "base"]
     try:
-        return config.overridden(
-            params, {key: yaml.safe_load(value) for key, _, value in pairs}, "its params"
-        )
+        pairs = config.parse_overrides(item for item in variant.split() if item != "base")
+        return config.overridden(params, pairs, "its params")
     except ConfigError as exc:
         raise SystemExit(f"variant {variant!r}: {exc}") from None
 

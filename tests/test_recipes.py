@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
+from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from cifar_study import recipes
 
@@ -53,13 +53,30 @@ def test_the_study_recipe_resolves_to_the_studys_values() -> None:
     assert params.data.std == (0.2470, 0.2435, 0.2616)
 
 
-def test_every_set_argument_reads_back_as_the_recipes_value() -> None:
-    recipe = recipes.read_recipe(ROOT / "recipes/study.yaml")
+def read_by_dvc(argument: str) -> tuple[str, object]:
+    """What `dvc exp run -S argument` sets: the key and value Hydra's override parser reads."""
+    override = OverridesParser.create().parse_override(argument)
+    assert not override.is_sweep_override(), argument
+    return override.key_or_group, override.value()
+
+
+@pytest.mark.parametrize("name", ["study", "short5", "short20"])
+def test_every_set_argument_reads_back_as_the_recipes_value(name: str) -> None:
+    recipe = recipes.read_recipe(ROOT / "recipes" / f"{name}.yaml")
     arguments = recipes.set_arguments(recipe)
     assert arguments[::2] == ["-S"] * len(recipe)
     for argument, (key, value) in zip(arguments[1::2], recipe.items(), strict=True):
-        name, text = argument.split("=", 1)
-        assert name == key and yaml.safe_load(text) == value
+        assert read_by_dvc(argument) == (key, value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["/data/a b.tgz", "/data/a,b=c (1).tgz", "~/cifar.tgz", "it's", "1e5", "true", "", None, False],
+)
+def test_a_value_that_hydra_would_misread_is_quoted(value: object) -> None:
+    argument = recipes.set_argument("data.source", value)
+    read = read_by_dvc(argument)[1]
+    assert read == value and type(read) is type(value)
 
 
 def test_show_prints_one_dvc_exp_run_line(capsys: pytest.CaptureFixture[str]) -> None:
@@ -93,21 +110,35 @@ def test_set_changes_the_recipe_for_one_run_under_its_own_name(
     line = capsys.readouterr().out.strip()
     assert line.startswith("dvc exp run -n short5-all -S epochs=5 ")
     assert line.endswith(" -S data.val_size=0 evaluate@resnet")
-    assert " -S lr=0.3 " in line and "lr=0.2" not in line  # the recipe's lr replaced, in place
+    assert " -S batch_size=128 -S lr=0.3 -S warmup_epochs=1 " in line  # replaced, in place
+
+
+@pytest.fixture
+def no_dvc(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test, rather than start an experiment, if a refused input reached DVC."""
+    monkeypatch.setattr(recipes.subprocess, "run", lambda *a, **k: pytest.fail("DVC started"))
 
 
 @pytest.mark.parametrize(
-    ("item", "message"),
+    ("arguments", "message"),
     [
-        ("data.val_size=2", "data.val_size = 2 is not allowed"),
-        ("lrr=0.1", "params.yaml has no key 'lrr'"),
-        ("lr", "--set 'lr': expected key=value"),
-        ("=0.1", "expected key=value"),
-        ("lr=[0.1", "cannot read the value"),
+        (["--set", "data.val_size=2"], "data.val_size = 2 is not allowed"),
+        (["--set", "lrr=0.1"], "params.yaml has no key 'lrr'"),
+        (["--set", "lr"], "'lr': expected key=value"),
+        (["--set", "=0.1"], "expected key=value"),
+        (["--set", "lr=[0.1"], "cannot read the value"),
+        (["--set", "lr=.inf"], "cannot be passed to DVC (not finite)"),
+        (["--set", "train_fraction={resnet: 0.5}"], "give each key of a section dotted"),
+        (["--set", "seed=1", "--set", "seed=2"], "seed is given twice"),
+        (["--name", ""], "--name '': use letters"),
+        (["--name", "a/b"], "--name 'a/b': use letters"),
+        (["--", "-S", "lr=-1"], "'-S' after --: give values with --set"),
+        (["--", "--queue", "--set", "lr=-1"], "'--set' after --"),
+        (["--", "-n", "other"], "'-n' after --"),
     ],
 )
-def test_a_bad_set_is_refused_with_the_reason(
-    capsys: pytest.CaptureFixture[str], item: str, message: str
+def test_a_bad_set_or_name_is_refused_before_dvc_starts(
+    capsys: pytest.CaptureFixture[str], no_dvc: None, arguments: list[str], message: str
 ) -> None:
     argv = [
         "run",
@@ -117,7 +148,7 @@ def test_a_bad_set_is_refused_with_the_reason(
         "--params",
         str(ROOT / "params.yaml"),
     ]
-    assert recipes.main([*argv, "--set", item]) == 1
+    assert recipes.main([*argv, *arguments]) == 1
     assert message in capsys.readouterr().err
 
 
@@ -132,7 +163,7 @@ def test_a_bad_set_is_refused_with_the_reason(
     ],
 )
 def test_a_bad_recipe_is_refused_with_the_reason(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], body: str, message: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_dvc: None, body: str, message: str
 ) -> None:
     (tmp_path / "bad.yaml").write_text(body)
     argv = ["run", str(tmp_path / "bad.yaml"), "--params", str(ROOT / "params.yaml")]

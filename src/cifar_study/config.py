@@ -11,7 +11,7 @@ import copy
 import dataclasses
 import re
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -281,6 +281,26 @@ def set_dotted(params: dict, key: str, value: Any) -> None:
     if not isinstance(node, dict) or last not in node:
         raise ConfigError(f"params.yaml has no key '{key}'")
     node[last] = value
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """`key=value` items (dotted keys for sections) as a key → value mapping, each value read as
+    YAML; a malformed item, a mapping (give its keys dotted) or a key given twice is an error."""
+    pairs: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"{item!r}: expected key=value, e.g. data.val_size=0")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{item!r}: cannot read the value ({exc.problem})") from None
+        if isinstance(value, dict):
+            raise ConfigError(f"{item!r}: give each key of a section dotted, e.g. {key}.x=1")
+        if key in pairs:
+            raise ConfigError(f"{key} is given twice; give it once")
+        pairs[key] = value
+    return pairs
 
 
 def overridden(raw: dict, overrides: Mapping[str, Any], source: str) -> dict:

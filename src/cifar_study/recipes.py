@@ -15,8 +15,8 @@ value, and `dvc params diff` shows them.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
+import re
 import shlex
 import subprocess
 import sys
@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from cifar_study.cli import user_errors_exit
-from cifar_study.config import Params, parse_params, set_dotted
+from cifar_study.config import Params, overridden, parse_overrides, parse_params
 from cifar_study.errors import ConfigError
 
 
@@ -47,36 +47,81 @@ def read_recipe(path: Path) -> dict[str, Any]:
 
 def resolve(params_file: Path, recipe: Mapping[str, Any]) -> Params:
     """params.yaml with the recipe's values set, validated as a stage would."""
-    raw = yaml.safe_load(params_file.read_text()) or {}
-    merged = copy.deepcopy(raw)
-    for key, value in recipe.items():
-        set_dotted(merged, key, value)
-    return parse_params(merged, source=f"{params_file} with the recipe")
+    try:
+        raw = yaml.safe_load(params_file.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read {params_file}: {exc}") from None
+    source = f"{params_file} with the recipe"
+    return parse_params(overridden(raw, recipe, source), source=source)
+
+
+def set_argument(key: str, value: Any) -> str:
+    """`key=value` as `dvc exp run -S` reads it back (Hydra's override grammar): plain where
+    that gives `value` again, else as a quoted string; an error where neither does."""
+    if isinstance(value, str):
+        quoted = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        candidates = [value, quoted]
+    else:
+        try:
+            candidates = [json.dumps(value, separators=(",", ":"), allow_nan=False)]
+        except ValueError:
+            raise ConfigError(f"{key} = {value!r} cannot be passed to DVC (not finite)") from None
+    for text in candidates:
+        if _reads_back(f"{key}={text}", value):
+            return f"{key}={text}"
+    raise ConfigError(f"{key} = {value!r} cannot be passed to `dvc exp run -S` as it is")
+
+
+def _reads_back(argument: str, value: Any) -> bool:
+    """Whether DVC's parser reads `argument` as a single `value`, of the same type."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        override = OverridesParser.create().parse_override(argument)
+    except HydraException:
+        return False
+    if override.is_sweep_override():
+        return False
+    read = override.value()
+    return type(read) is type(value) and read == value
 
 
 def set_arguments(recipe: Mapping[str, Any]) -> list[str]:
-    """`-S key=value` for every entry; values written as compact JSON, which DVC's (Hydra's)
-    override grammar reads back as the same numbers, booleans, strings and lists."""
+    """`-S key=value` for every entry, each checked to read back as its value."""
     arguments = []
     for key, value in recipe.items():
-        text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-        arguments += ["-S", f"{key}={text}"]
+        arguments += ["-S", set_argument(key, value)]
     return arguments
 
 
-def parse_set(items: list[str]) -> dict[str, Any]:
-    """`--set key=value` items as a key → value mapping, the values read as YAML (as DVC reads
-    `-S` values)."""
-    pairs = {}
-    for item in items:
-        key, sep, text = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set data.val_size=0")
-        try:
-            pairs[key] = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {item!r}: cannot read the value ({exc})") from None
-    return pairs
+def refuse_unchecked(extra: list[str]) -> None:
+    """Refuse params or a name given to `dvc exp run` directly, after `--`, where they would
+    pass unchecked (argparse also takes `--set`, `--na`, ... for its long options)."""
+    for argument in extra:
+        head = argument.split("=", 1)[0]
+        if head.startswith("--"):
+            stands_for = len(head) > 3 and any(
+                option.startswith(head) for option in ("--set-param", "--name")
+            )
+        else:
+            stands_for = head[:2] in ("-S", "-n")
+        if stands_for:
+            raise ConfigError(
+                f"{argument!r} after --: give values with --set key=value and the name with "
+                "--name, before --, so that they are checked"
+            )
+
+
+def experiment_name(name: str | None, recipe_path: Path) -> str:
+    """--name, or the recipe's file name; refused where git would refuse it as a ref name."""
+    name = recipe_path.stem if name is None else name
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or ".." in name:
+        raise ConfigError(
+            f"--name {name!r}: use letters, digits, '.', '_' and '-', starting with a letter "
+            "or digit"
+        )
+    return name
 
 
 def exp_run_command(name: str, recipe: Mapping[str, Any], extra: list[str]) -> list[str]:
@@ -106,9 +151,10 @@ def main(argv: list[str] | None = None) -> int:
     path = (
         Path(args.recipe) if args.recipe.endswith(".yaml") else args.recipes / f"{args.recipe}.yaml"
     )
-    recipe = read_recipe(path) | parse_set(args.set)
+    refuse_unchecked(extra)
+    recipe = read_recipe(path) | parse_overrides(args.set)
     resolve(args.params, recipe)
-    command = exp_run_command(args.name or path.stem, recipe, extra)
+    command = exp_run_command(experiment_name(args.name, path), recipe, extra)
     if args.action == "show":
         print(shlex.join(command))
         return 0
