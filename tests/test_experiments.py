@@ -121,23 +121,29 @@ def test_queued_sweep_and_exp_show(workspace: Path) -> None:
 
 
 def test_the_study_recipe_queues_an_experiment_with_exactly_its_values(workspace: Path) -> None:
-    """DVC's own parsing of the recipe's `-S` arguments gives the values the recipe resolves to."""
-    run_in(workspace, sys.executable, "-m", "cifar_study.recipes", "run", "study", "--", "--queue")
+    """DVC's own parsing of the recipe's `-S` arguments, and of a --set path that Hydra would
+    misread unquoted, gives the values the recipe resolves to."""
+    source = "/data/my copy,v2 (JPEG).tar.gz"
+    recipe_run = [sys.executable, "-m", "cifar_study.recipes", "run", "study"]
+    run_in(workspace, *recipe_run, "--set", f"data.source={source}", "--name", "study-copy",
+           "--", "--queue")  # fmt: skip
     try:
         shown = json.loads(dvc(workspace, "exp", "show", "--json"))
         queued = [
             experiment["revs"][0]
             for branch in shown
             for experiment in branch.get("experiments") or []
-            if experiment["name"] == "study"
+            if experiment["name"] == "study-copy"
         ]
         assert len(queued) == 1
         assert "Queued" in dvc(workspace, "queue", "status")
         in_dvc = parse_params(queued[0]["data"]["params"]["params.yaml"]["data"])
         recipe = recipes.read_recipe(workspace / "recipes" / "study.yaml")
+        recipe["data.source"] = source
         assert in_dvc == recipes.resolve(workspace / "params.yaml", recipe)
+        assert in_dvc.data.source == source
     finally:
-        dvc(workspace, "queue", "remove", "study")
+        dvc(workspace, "queue", "remove", "study-copy")
 
 
 def test_returning_to_the_baseline_restores_it_from_the_run_cache(workspace: Path) -> None:
