@@ -303,12 +303,18 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
     return pairs
 
 
-def overridden(raw: dict, overrides: Mapping[str, Any], source: str) -> dict:
-    """A copy of params.yaml's content `raw` with dotted-key `overrides` set, validated as a
-    whole (ConfigError naming `source` and the key), so a run fails before it starts."""
+def with_overrides(raw: dict, overrides: Mapping[str, Any]) -> dict:
+    """A copy of params.yaml's content `raw` with dotted-key `overrides` set, not yet validated."""
     params = copy.deepcopy(raw)
     for key, value in overrides.items():
         set_dotted(params, key, value)
+    return params
+
+
+def overridden(raw: dict, overrides: Mapping[str, Any], source: str) -> dict:
+    """`with_overrides`, validated as a whole (ConfigError naming `source` and the key), so a
+    run fails before it starts."""
+    params = with_overrides(raw, overrides)
     parse_params(params, source=source)
     return params
 

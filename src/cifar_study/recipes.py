@@ -15,6 +15,7 @@ value, and `dvc params diff` shows them.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import shlex
@@ -27,7 +28,7 @@ from typing import Any
 import yaml
 
 from cifar_study.cli import user_errors_exit
-from cifar_study.config import Params, overridden, parse_overrides, parse_params
+from cifar_study.config import Params, parse_overrides, parse_params, with_overrides
 from cifar_study.errors import ConfigError
 
 
@@ -51,8 +52,7 @@ def resolve(params_file: Path, recipe: Mapping[str, Any]) -> Params:
         raw = yaml.safe_load(params_file.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read {params_file}: {exc}") from None
-    source = f"{params_file} with the recipe"
-    return parse_params(overridden(raw, recipe, source), source=source)
+    return parse_params(with_overrides(raw, recipe), source=f"{params_file} with the recipe")
 
 
 def set_argument(key: str, value: Any) -> str:
@@ -72,13 +72,20 @@ def set_argument(key: str, value: Any) -> str:
     raise ConfigError(f"{key} = {value!r} cannot be passed to `dvc exp run -S` as it is")
 
 
+@functools.cache
+def _dvc_parser() -> Any:
+    """Hydra's override parser, which `dvc exp run -S` reads its arguments with; built once."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create()
+
+
 def _reads_back(argument: str, value: Any) -> bool:
     """Whether DVC's parser reads `argument` as a single `value`, of the same type."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
     try:
-        override = OverridesParser.create().parse_override(argument)
+        override = _dvc_parser().parse_override(argument)
     except HydraException:
         return False
     if override.is_sweep_override():
