@@ -71,6 +71,12 @@ def test_ci_reproduces_the_short_recipe_on_real_data() -> None:
     assert {key: overrides[key] for key in recipe} == recipe
 
 
+@pytest.mark.parametrize("profile", sorted(reproduce.PROFILES))
+def test_every_profile_pins_fp32_so_its_numerics_do_not_depend_on_the_cpu(profile: str) -> None:
+    # `precision: auto` is bf16 on CPUs with AVX-512 BF16 or AMX and fp32 elsewhere.
+    assert reproduce.PROFILES[profile]["precision"] == "fp32"
+
+
 def test_bad_expectations_fail_before_any_workspace_is_made(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
