@@ -161,6 +161,22 @@ def test_curves_figure_has_a_log_loss_one_colour_per_model_and_the_lr_within_epo
     plt.close(fig)
 
 
+@pytest.mark.parametrize("with_val", [True, False])
+def test_curves_note_describes_validation_only_when_it_is_drawn(with_val: bool) -> None:
+    history = _history(2, True)
+    if not with_val:  # data.val_size: 0
+        history = [
+            {k: v for k, v in epoch.items() if not k.startswith("val/")} for epoch in history
+        ]
+    fig = comparison.curves_figure({"a": history})
+    labels = [line.get_label() for line in fig.axes[0].get_lines()]
+    note = " ".join(text.get_text() for text in fig.texts)
+    assert ("a validation" in labels) == with_val
+    assert ("validation: plain cross-entropy" in note) == with_val
+    assert ("no validation split" in note) == (not with_val)
+    plt.close(fig)
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A project folder with both tiny models trained, evaluated and compared."""

@@ -106,6 +106,24 @@ def test_write_renders_the_gated_metrics_alone_as_metrics_files(
     assert written == {"test": {"acc": acc}, "parameters": 2797610}
 
 
+def test_write_got_leaves_out_a_metric_this_reproduction_lacks(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    expected = write(tmp_path, 0.805)
+    spec = {"expected": 0.8, "tolerance": 0.01}
+    expectations = json.loads(expected.read_text())
+    expectations["metrics/train/resnet/metrics.json"] = {"val.acc": spec}
+    expected.write_text(json.dumps(expectations))
+    out = tmp_path / "out"
+    args = ["--expected", str(expected), "--root", str(tmp_path), "--write", "got"]
+    assert metrics_gate.main([*args, "--out", str(out)]) == 0
+    assert not (out / "metrics/train/resnet/metrics.json").exists()
+    written = json.loads((out / "metrics/eval/resnet/metrics.json").read_text())
+    assert written == {"test": {"acc": 0.805}, "parameters": 2797610}
+    err = capsys.readouterr().err
+    assert "left out: metrics/train/resnet/metrics.json: val.acc" in err
+
+
 def test_write_needs_out(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     expected = write(tmp_path, 0.8)
     assert metrics_gate.main(["--expected", str(expected), "--write", "got"]) == 1

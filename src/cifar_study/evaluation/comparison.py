@@ -194,16 +194,18 @@ def curves_figure(histories: dict[str, list[dict[str, Any]]]) -> plt.Figure:
         ax.grid(alpha=0.3)
     handles, labels = loss.get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", ncol=len(labels), frameon=False)
-    fig.text(
-        0.5,
-        -0.02,
+    note = (
         "train: mean over each epoch's augmented batches while the weights changed, its loss "
         "the training loss (label smoothing and mixup included where on); "
-        "validation: plain cross-entropy of the weights (the EMA average if enabled) at the "
-        "epoch's end",
-        ha="center",
-        fontsize=8,
     )
+    if any("val/loss" in epoch for history in histories.values() for epoch in history):
+        note += (
+            "validation: plain cross-entropy of the weights (the EMA average if enabled) at the "
+            "epoch's end"
+        )
+    else:
+        note += "no validation split (data.val_size: 0)"
+    fig.text(0.5, -0.02, note, ha="center", fontsize=8)
     fig.tight_layout(rect=(0, 0, 1, 0.92))
     return fig
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -84,18 +85,26 @@ def format_table(rows: list[dict]) -> str:
     )
 
 
+def reproduced(expectations: Expectations, root: Path) -> tuple[Expectations, list[str]]:
+    """The expected metrics found under `root`, valued as found there, and those missing."""
+    found: Expectations = {}
+    missing = []
+    for row in check(expectations, root):
+        file, metric = row["file"], row["metric"]
+        if row["got"] is None:
+            missing.append(f"{file}: {metric}")
+        else:
+            spec = {**expectations[file][metric], "expected": row["got"]}
+            found.setdefault(file, {})[metric] = spec
+    return found, missing
+
+
 def updated_expectations(expectations: Expectations, root: Path) -> Expectations:
     """`expectations` with every expected value replaced by the one reproduced under `root`."""
-    rows = {(r["file"], r["metric"]): r["got"] for r in check(expectations, root)}
-    missing = [f"{file}: {metric}" for (file, metric), got in rows.items() if got is None]
+    found, missing = reproduced(expectations, root)
     if missing:
         raise StudyError("cannot update, metrics missing: " + ", ".join(missing))
-    return {
-        file: {
-            metric: {**spec, "expected": rows[(file, metric)]} for metric, spec in metrics.items()
-        }
-        for file, metrics in expectations.items()
-    }
+    return found
 
 
 def expected_documents(expectations: Expectations) -> dict[str, dict[str, Any]]:
@@ -177,7 +186,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.write is None:
         return gate(expectations, args.root)
     if args.write == "got":
-        expectations = updated_expectations(expectations, args.root)
+        # A metric the expectations name but this reproduction lacks (a profile that stopped
+        # logging it) is left out, so that `dvc metrics diff` shows it as removed.
+        expectations, missing = reproduced(expectations, args.root)
+        for name in missing:
+            print(f"not in this reproduction, left out: {name}", file=sys.stderr)
     for file, document in expected_documents(expectations).items():
         write_json(args.out / file, document)
     return 0

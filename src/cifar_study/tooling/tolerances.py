@@ -8,8 +8,8 @@ that moves the metrics about as far as a change of seed does. So the perturbed r
 same profile with another seed or thread count (`reproduce --seed N`, `OMP_NUM_THREADS=1`), and
 each tolerance is `factor` times the largest deviation from the recorded run seen among them,
 rounded up to two significant digits. The expected values become the recorded run's.
-`--keep-wider` keeps a tolerance the file already has where it is wider: when the perturbed runs
-at hand are fewer than those the file's tolerances came from.
+`--keep-wider` keeps a tolerance the file already has where it is wider: a floor from an earlier
+recording when the perturbed runs at hand are few (say which in the commit and docs/ci.md).
 """
 
 from __future__ import annotations
