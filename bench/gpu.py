@@ -173,8 +173,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.batch_size:
         params = dataclasses.replace(params, batch_size=args.batch_size)
     device = torch.device(args.device)
-    half = "bf16" if device.type == "cpu" or torch.cuda.is_bf16_supported() else "fp16"
-    precisions = args.precisions or ["fp32", half]
+    # The device's native half precision (what `precision: auto` picks): bf16 on CPUs with
+    # AVX-512 BF16 or AMX and on Ampere or newer, fp16 on older GPUs, none on other CPUs.
+    half = resolve_runtime(args.device, "auto", False, False, False).precision_name
+    precisions = args.precisions or list(dict.fromkeys(["fp32", half]))
     data = synthetic(args.images)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"{name}, torch {torch.__version__}, batch {params.batch_size}, {args.images} images")
