@@ -48,26 +48,6 @@ def test_tolerance_is_factor_times_the_largest_deviation(
     assert "review with `git diff`" in capsys.readouterr().out
 
 
-def test_keep_wider_keeps_a_wider_tolerance_and_widens_a_narrower_one(tmp_path: Path) -> None:
-    expected = tmp_path / "expected.json"
-    expected.write_text(
-        json.dumps(
-            {
-                FILE: {
-                    "test.acc": {"expected": 0, "tolerance": 0.05},
-                    "test.loss": {"expected": 0, "tolerance": 0.01},
-                }
-            }
-        )
-    )
-    recorded = run(tmp_path / "recorded", acc=0.80, loss=0.60)
-    seed1 = run(tmp_path / "seed1", acc=0.79, loss=0.64)
-    assert tolerances.main([str(expected), str(recorded), str(seed1), "--keep-wider"]) == 0
-    written = json.loads(expected.read_text())[FILE]
-    assert written["test.acc"] == {"expected": 0.80, "tolerance": 0.05}  # 2 x 0.01 is narrower
-    assert written["test.loss"] == {"expected": 0.60, "tolerance": pytest.approx(0.08)}
-
-
 def test_a_metric_missing_from_a_perturbed_run_is_an_error(tmp_path: Path) -> None:
     expectations = {FILE: {"test.acc": {"expected": 0, "tolerance": 0}}}
     run(tmp_path / "recorded", acc=0.8, loss=0.6)

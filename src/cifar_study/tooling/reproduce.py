@@ -47,7 +47,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "tta_translate": 0,
         "train_fraction.densenet": 0.02,
         # Every corruption at severities 1, 3 and 5 on 100 evenly spaced test images: 31 passes
-        # over 100 images instead of 51 over 10,000, two minutes for the DenseNet on a CPU. No
+        # over 100 images instead of 51 over 10,000, 99 s for the DenseNet on a 2-core CPU. No
         # gated metric depends on it.
         "robustness.severities": [1, 3, 5],
         "robustness.test_images": 100,

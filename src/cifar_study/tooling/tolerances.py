@@ -8,8 +8,6 @@ that moves the metrics about as far as a change of seed does. So the perturbed r
 same profile with another seed or thread count (`reproduce --seed N`, `OMP_NUM_THREADS=1`), and
 each tolerance is `factor` times the largest deviation from the recorded run seen among them,
 rounded up to two significant digits. The expected values become the recorded run's.
-`--keep-wider` keeps a tolerance the file already has where it is wider: a floor from an earlier
-recording when the perturbed runs at hand are few (say which in the commit and docs/ci.md).
 """
 
 from __future__ import annotations
@@ -38,14 +36,9 @@ def round_up(value: float, digits: int = 2) -> float:
 
 
 def derived_tolerances(
-    expectations: Expectations,
-    recorded: Path,
-    perturbed: list[Path],
-    factor: float,
-    keep_wider: bool = False,
+    expectations: Expectations, recorded: Path, perturbed: list[Path], factor: float
 ) -> Expectations:
-    """`expectations` holding the recorded run's values, each tolerance set from `perturbed`
-    (or left as it was, with `keep_wider`, where that is wider)."""
+    """`expectations` holding the recorded run's values, each tolerance set from `perturbed`."""
     if not perturbed:
         raise ConfigError("give at least one perturbed run to measure deviations from")
     if not factor >= 1:
@@ -60,8 +53,7 @@ def derived_tolerances(
             largest[key] = max(largest.get(key, 0.0), abs(row["got"] - row["expected"]))
     for file, metrics in result.items():
         for metric, spec in metrics.items():
-            derived = round_up(factor * largest[(file, metric)])
-            spec["tolerance"] = max(derived, spec["tolerance"]) if keep_wider else derived
+            spec["tolerance"] = round_up(factor * largest[(file, metric)])
     return result
 
 
@@ -72,16 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("recorded", type=Path, help="workspace of the run to expect")
     parser.add_argument("perturbed", type=Path, nargs="+", help="workspaces of perturbed runs")
     parser.add_argument("--factor", type=float, default=2.0, help="x largest deviation (2)")
-    parser.add_argument(
-        "--keep-wider",
-        action="store_true",
-        help="keep the file's own tolerance where it is wider than the one derived",
-    )
     args = parser.parse_args(argv)
     expectations = read_expectations(args.expected)
-    result = derived_tolerances(
-        expectations, args.recorded, args.perturbed, args.factor, args.keep_wider
-    )
+    result = derived_tolerances(expectations, args.recorded, args.perturbed, args.factor)
     write_json(args.expected, result)
     for file, metrics in result.items():
         for metric, spec in metrics.items():
