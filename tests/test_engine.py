@@ -259,6 +259,25 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
+def test_weights_made_non_finite_by_an_epochs_last_update_are_not_saved(tmp_path: Path) -> None:
+    # The loss of each step is computed before its update: only a look at the weights catches
+    # an update that broke them on the epoch's last step.
+    trainer = _trainer(tmp_path, epochs=2)
+    step = trainer._step
+
+    def last_update_breaks_the_weights(x, y):
+        result = step(x, y)
+        if trainer.step_in_epoch == trainer.steps_per_epoch - 1:  # before it counts this step
+            with torch.no_grad():
+                next(trainer.model.parameters()).fill_(math.inf)
+        return result
+
+    trainer._step = last_update_breaks_the_weights  # type: ignore[method-assign]
+    with pytest.raises(NonFiniteLoss, match=r"weights became non-finite in epoch 1, by step \d"):
+        trainer.fit()
+    assert not (tmp_path / "ckpt.pt").exists()
+
+
 def test_crash_while_writing_a_checkpoint_keeps_the_previous_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

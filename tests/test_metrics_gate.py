@@ -90,7 +90,7 @@ def test_update_keeps_metrics_and_tolerances_and_replaces_values(tmp_path: Path)
 def test_update_refuses_when_a_metric_is_missing(tmp_path: Path) -> None:
     (tmp_path / "m.json").write_text(json.dumps({"test": {}}))
     expectations = {"m.json": {"test.acc": {"expected": 0.5, "tolerance": 0.02}}}
-    with pytest.raises(StudyError, match=r"metrics missing: m\.json: test\.acc"):
+    with pytest.raises(StudyError, match=r"metrics missing or not finite: m\.json: test\.acc"):
         metrics_gate.updated_expectations(expectations, tmp_path)
 
 

@@ -63,6 +63,20 @@ def test_per_epoch_cosine_matches_torchs_scheduler_stepped_once_per_epoch() -> N
         reference.step()
 
 
+def test_a_per_epoch_warm_up_rises_below_the_peak() -> None:
+    # Epoch k of a W-epoch warm-up at (k + 1) / (W + 1): one warm-up epoch is one at half the lr.
+    for warmup, expected in [(1, [0.5, 1.0, 2 / 3, 1 / 3]), (2, [1 / 3, 2 / 3, 1.0, 0.5])]:
+        params = tiny_params(epochs=4, warmup_epochs=warmup, schedule_per="epoch")
+        optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=params.lr)
+        scheduler = build_scheduler(optimizer, params, steps_per_epoch=3)
+        seen = []
+        for _ in range(12):
+            seen.append(optimizer.param_groups[0]["lr"] / params.lr)
+            optimizer.step()
+            scheduler.step()
+        assert seen == pytest.approx([f for f in expected for _ in range(3)])
+
+
 def test_per_step_schedule_is_unchanged_by_the_unit_option() -> None:
     params = tiny_params(epochs=3, warmup_epochs=1)
     optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=params.lr)

@@ -307,8 +307,10 @@ def test_too_small_validation_split_is_a_data_error(tmp_path: Path) -> None:
     images = np.zeros((12, 32, 32, 3), np.uint8)
     labels = np.repeat(np.arange(4), 3).astype(np.int64)  # 4 classes × 3 images
     small = RawDataset(CLASSES, images, labels, images[:4], np.arange(4, dtype=np.int64))
-    with pytest.raises(DataError, match="val_size"):
+    with pytest.raises(DataError, match="raise val_size or set it to 0"):
         prepare(small, tmp_path / "prepared", val_size=0.1, seed=0)  # 2 val images < 4 classes
+    with pytest.raises(DataError, match="lower val_size"):
+        prepare(small, tmp_path / "prepared", val_size=0.9, seed=0)  # 2 train images < 4 classes
 
 
 # ------------------------------------------------------------------ train subset
@@ -338,8 +340,11 @@ def test_train_subset_too_small_to_keep_every_class_names_the_key(
 ) -> None:
     prepare(raw, tmp_path / "prepared", val_size=0.2, seed=0)
     data = load_prepared(tmp_path / "prepared")
-    with pytest.raises(DataError, match=r"train_fraction\.densenet = 0\.01 of 80 training"):
+    with pytest.raises(DataError, match=r"train_fraction\.densenet = 0\.01 of 80 .*; raise"):
         train_subset(data, 0.01, seed=0, key="train_fraction.densenet")
+    # So close to 1 that fewer images than classes would be left out: the advice turns around.
+    with pytest.raises(DataError, match=r"= 0\.99 of 80 .*; lower train_fraction\.densenet"):
+        train_subset(data, 0.99, seed=0, key="train_fraction.densenet")
 
 
 def test_given_normalisation_constants_replace_the_measured_ones(

@@ -68,6 +68,8 @@ def test_sentence_names_the_leader_and_says_whether_it_is_chance() -> None:
     close = paired_comparison(*outcomes(50, 45, 9_000, 905)).sentence("resnet", "densenet")
     assert close.startswith("resnet is ahead of densenet by 0.05 points")
     assert "not clearly more than chance" in close
+    level = paired_comparison(*outcomes(40, 40, 9_000, 920)).sentence("resnet", "densenet")
+    assert level.startswith("resnet and densenet are level on 10,000 test images")
 
 
 def test_p_values_read_as_people_write_them() -> None:

@@ -22,10 +22,20 @@ def run(root: Path, acc: float, loss: float) -> Path:
 
 @pytest.mark.parametrize(
     ("value", "rounded"),
-    [(0.0, 0.0), (0.0123, 0.013), (0.013, 0.013), (1.2301, 1.3), (0.0098, 0.0098), (250.1, 260.0)],
+    [
+        (0.0, 0.0),
+        (0.0123, 0.013),
+        (0.013, 0.013),
+        (1.2301, 1.3),
+        (0.0098, 0.0098),
+        (0.00995, 0.01),
+        (250.1, 260.0),
+        (3e-13, 3e-13),  # a tiny deviation stays a tolerance, not zero
+        (1.01e-15, 1.1e-15),
+    ],
 )
 def test_round_up_keeps_two_significant_digits(value: float, rounded: float) -> None:
-    assert tolerances.round_up(value) == pytest.approx(rounded)
+    assert tolerances.round_up(value) == pytest.approx(rounded, rel=1e-9, abs=0)
 
 
 def test_tolerance_is_factor_times_the_largest_deviation(
@@ -57,6 +67,17 @@ def test_a_metric_missing_from_a_perturbed_run_is_an_error(tmp_path: Path) -> No
         tolerances.derived_tolerances(
             expectations, tmp_path / "recorded", [tmp_path / "broken"], factor=2
         )
+
+
+def test_a_non_finite_metric_is_an_error_not_a_zero_deviation(tmp_path: Path) -> None:
+    expectations = {FILE: {"test.acc": {"expected": 0, "tolerance": 0}}}
+    recorded = run(tmp_path / "recorded", acc=0.8, loss=0.6)
+    diverged = run(tmp_path / "diverged", acc=float("nan"), loss=0.6)
+    with pytest.raises(StudyError, match=r"diverged: .*test.acc is nan, not a finite number"):
+        tolerances.derived_tolerances(expectations, recorded, [diverged], factor=2)
+    # Nor is a diverged run recorded as the one to expect.
+    with pytest.raises(StudyError, match=r"missing or not finite: .*test.acc = nan"):
+        tolerances.derived_tolerances(expectations, diverged, [recorded], factor=2)
 
 
 @pytest.mark.parametrize(("perturbed", "factor"), [([], 2.0), (["x"], 0.5), (["x"], float("nan"))])

@@ -175,7 +175,9 @@ class Params(Checked):
     ema_decay: float = dataclasses.field(
         default=0.0, metadata=fraction("0 (off) or a decay in (0, 1)")
     )
-    crop_padding: int = dataclasses.field(default=4, metadata=non_negative("an integer"))
+    crop_padding: int = dataclasses.field(
+        default=4, metadata=rule(lambda v: 0 <= v <= 16, "pixels in [0, 16] (0: off)")
+    )
     flip: bool = True
     alternating_flip: bool = False
     color_jitter: float = dataclasses.field(

@@ -18,6 +18,7 @@ Torch-free: reading params.yaml or model.json imports no model code.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -202,8 +203,10 @@ def coerce(value: Any, kind: Any, key: str, source: str) -> Any:
         for option in typing.get_args(kind):
             try:
                 return coerce(value, option, key, source)
-            except ConfigError:
-                continue
+            except ConfigError as error:
+                # A list given for a list-or-null field: what is wrong in it says more.
+                if typing.get_origin(option) is tuple and isinstance(value, list | tuple):
+                    raise error
         raise ConfigError(f"{source}: {key} = {value!r} must be {describe(kind)}")
     if origin is tuple:
         item_kind = typing.get_args(kind)[0]
@@ -213,14 +216,21 @@ def coerce(value: Any, kind: Any, key: str, source: str) -> Any:
     if kind is type(None) and value is None:
         return None
     if kind is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+        return _finite(float(value), key, source)
     # YAML 1.1 reads `1e-3` (no dot) as a string: accept exactly that, never nan or inf.
     if kind is float and isinstance(value, str) and _EXPONENT_NUMERAL.fullmatch(value.strip()):
-        return float(value)
+        return _finite(float(value), key, source)
     # bool is a subclass of int: `epochs: true` must not pass as 1.
     if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
         return value
     raise ConfigError(f"{source}: {key} = {value!r} must be {describe(kind)}")
+
+
+def _finite(value: float, key: str, source: str) -> float:
+    """`value`, refused when YAML's `.inf`/`.nan` (or an overflowing `1e999`) made it non-finite."""
+    if not math.isfinite(value):
+        raise ConfigError(f"{source}: {key} = {value!r} must be a finite number")
+    return value
 
 
 def describe(kind: Any) -> str:

@@ -65,10 +65,11 @@ def split_indices(labels: np.ndarray, val_size: float, seed: int) -> tuple[np.nd
         train_idx, val_idx = train_test_split(
             everything, test_size=val_size, stratify=labels, random_state=seed
         )
-    except ValueError as exc:  # too few images for a stratified split
+    except ValueError as exc:  # too few images on one side for a stratified split
+        advice = "raise val_size or set it to 0" if val_size < 0.5 else "lower val_size"
         raise DataError(
             f"data.val_size = {val_size} cannot be split stratified from {len(labels)} training "
-            f"images in {len(np.unique(labels))} classes ({exc}); raise val_size or set it to 0"
+            f"images in {len(np.unique(labels))} classes ({exc}); {advice}"
         ) from None
     return np.sort(train_idx), np.sort(val_idx)
 
@@ -83,10 +84,11 @@ def train_subset(data: PreparedData, fraction: float, seed: int, key: str) -> Pr
         keep, _ = train_test_split(
             np.arange(len(train)), train_size=fraction, stratify=train.labels, random_state=seed
         )
-    except ValueError as exc:  # fewer images kept than classes
+    except ValueError as exc:  # fewer images kept, or left out, than classes
+        advice = f"raise {key}" if fraction < 0.5 else f"lower {key}, or set it to 1 (all images)"
         raise DataError(
             f"{key} = {fraction} of {len(train)} training images cannot keep every one of the "
-            f"{len(data.classes)} classes ({exc}); raise {key}"
+            f"{len(data.classes)} classes ({exc}); {advice}"
         ) from None
     keep = np.sort(keep)
     splits = {**data.splits, "train": Split(train.images[keep], train.labels[keep])}

@@ -33,9 +33,13 @@ class PairedComparison:
         lead, behind = (a, b) if sign > 0 else (b, a)
         low, high = sorted((sign * self.ci_low, sign * self.ci_high))
         clear = self.mcnemar_p < 1 - self.confidence
+        verdict = (
+            f"{a} and {b} are level"
+            if self.only_a_correct == self.only_b_correct
+            else f"{lead} is ahead of {behind} by {100 * sign * self.difference:.2f} points"
+        )
         return (
-            f"{lead} is ahead of {behind} by {100 * sign * self.difference:.2f} points on "
-            f"{self.n:,} test images, {self.confidence:.0%} CI [{100 * low:.2f}, "
+            f"{verdict} on {self.n:,} test images, {self.confidence:.0%} CI [{100 * low:.2f}, "
             f"{100 * high:.2f}], McNemar p = {format_p(self.mcnemar_p)} ({self.only_a_correct:,} "
             f"images only {a} got right, {self.only_b_correct:,} only {b}): "
             + ("more than chance would give." if clear else "not clearly more than chance.")

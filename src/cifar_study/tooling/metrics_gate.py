@@ -86,13 +86,16 @@ def format_table(rows: list[dict]) -> str:
 
 
 def reproduced(expectations: Expectations, root: Path) -> tuple[Expectations, list[str]]:
-    """The expected metrics found under `root`, valued as found there, and those missing."""
+    """The expected metrics found under `root`, valued as found there, and those missing
+    (or not finite: a NaN would make an expectations file that cannot be read back)."""
     found: Expectations = {}
     missing = []
     for row in check(expectations, root):
         file, metric = row["file"], row["metric"]
         if row["got"] is None:
             missing.append(f"{file}: {metric}")
+        elif not math.isfinite(row["got"]):
+            missing.append(f"{file}: {metric} = {row['got']}")
         else:
             spec = {**expectations[file][metric], "expected": row["got"]}
             found.setdefault(file, {})[metric] = spec
@@ -103,7 +106,7 @@ def updated_expectations(expectations: Expectations, root: Path) -> Expectations
     """`expectations` with every expected value replaced by the one reproduced under `root`."""
     found, missing = reproduced(expectations, root)
     if missing:
-        raise StudyError("cannot update, metrics missing: " + ", ".join(missing))
+        raise StudyError("cannot update, metrics missing or not finite: " + ", ".join(missing))
     return found
 
 
@@ -190,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         # logging it) is left out, so that `dvc metrics diff` shows it as removed.
         expectations, missing = reproduced(expectations, args.root)
         for name in missing:
-            print(f"not in this reproduction, left out: {name}", file=sys.stderr)
+            print(f"missing or not finite in this reproduction, left out: {name}", file=sys.stderr)
     for file, document in expected_documents(expectations).items():
         write_json(args.out / file, document)
     return 0

@@ -32,7 +32,8 @@ def round_up(value: float, digits: int = 2) -> float:
     if value == 0:
         return 0.0
     scale = 10.0 ** (math.floor(math.log10(abs(value))) - digits + 1)
-    return round(math.ceil(value / scale - 1e-9) * scale, 12)
+    # ceil() gives up to 10**digits, one digit more; the format drops the product's float noise.
+    return float(f"{math.ceil(value / scale - 1e-9) * scale:.{digits + 1}g}")
 
 
 def derived_tolerances(
@@ -47,8 +48,9 @@ def derived_tolerances(
     largest: dict[tuple[str, str], float] = {}
     for run in perturbed:
         for row in check(result, run):
-            if row["got"] is None:
-                raise StudyError(f"{run}: {row['file']}: {row['metric']} is missing")
+            if row["got"] is None or not math.isfinite(row["got"]):
+                found = "missing" if row["got"] is None else f"{row['got']}, not a finite number"
+                raise StudyError(f"{run}: {row['file']}: {row['metric']} is {found}")
             key = (row["file"], row["metric"])
             largest[key] = max(largest.get(key, 0.0), abs(row["got"] - row["expected"]))
     for file, metrics in result.items():

@@ -271,6 +271,7 @@ class Trainer:
         try:
             while self.epoch < self.params.epochs:
                 metrics = self._train_epoch()
+                self._require_finite_weights()
                 if self.ema is not None:
                     # The average's BatchNorm statistics, for its weights (see training/ema.py).
                     self.ema.recalibrate(
@@ -349,6 +350,7 @@ class Trainer:
                 since_sync = 0
                 if self._agreed(stop):
                     self.epoch_sums["seconds"] = time.perf_counter() - start_time
+                    self._require_finite_weights()
                     self.save()
                     raise TrainingInterrupted(
                         self.stop.signum or signal.SIGTERM, self.checkpoint_path
@@ -399,6 +401,19 @@ class Trainer:
                 f"after epoch {self.epoch}) was kept. Try a lower lr (now {self.params.lr})."
             )
         bar.set_postfix(loss=f"{loss_sum / max(self.epoch_sums['seen'], 1):.3f}")
+
+    def _require_finite_weights(self) -> None:
+        """Stop before a save if an update left NaN or infinite weights: each loss is computed
+        before its step's update, so the loss check cannot see what the last update did."""
+        state = [*self.model.parameters(), *self.model.buffers()]
+        finite = torch.stack([torch.isfinite(t).all() for t in state if t.is_floating_point()])
+        if self._agreed(not bool(finite.all())):  # one host read per epoch
+            raise NonFiniteLoss(
+                f"the weights became non-finite in epoch {self.epoch + 1}, by step "
+                f"{self.step_in_epoch}; training stopped and the last good checkpoint "
+                f"({self.checkpoint_path}, after epoch {self.epoch}) was kept. Try a lower lr "
+                f"(now {self.params.lr})."
+            )
 
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step; returns this process's batch loss and correct count, on the

@@ -62,15 +62,18 @@ def lr_factor(
     schedule: str,
     step_every: int = 30,
     step_gamma: float = 0.1,
+    per_epoch: bool = False,
 ) -> float:
     """Multiplier of the base lr at optimizer step `step` (0-based): linear warm-up, then decay.
 
     onecycle decays linearly to zero (the triangular schedule of the fast CIFAR trainers),
     cosine follows half a cosine to zero, step multiplies by `step_gamma` every `step_every`
-    epochs, constant stays at one.
+    epochs, constant stays at one. With `per_epoch` a step is an epoch, and warm-up epoch k of W
+    runs at (k + 1) / (W + 1): the peak comes with the first epoch after it, so a 1-epoch warm-up
+    runs at half the lr rather than at the peak already.
     """
     if step < warmup_steps:
-        return (step + 1) / warmup_steps
+        return (step + 1) / (warmup_steps + 1 if per_epoch else warmup_steps)
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     if schedule == "onecycle":
         return max(0.0, 1.0 - progress)
@@ -98,5 +101,6 @@ def build_scheduler(
         schedule=params.schedule,
         step_every=params.step_every,
         step_gamma=params.step_gamma,
+        per_epoch=params.schedule_per == "epoch",
     )
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: factor(step // unit))
