@@ -161,6 +161,18 @@ def test_curves_figure_has_a_log_loss_one_colour_per_model_and_the_lr_within_epo
     plt.close(fig)
 
 
+def test_a_narrow_loss_range_still_gets_labelled_ticks() -> None:
+    # A 5-epoch run's training loss, 1.84 down to 1.16: less than a factor of two.
+    history = [{"train/loss": v, "train/acc": 0.5, "lr": 0.1} for v in (1.84, 1.44, 1.16)]
+    fig = comparison.curves_figure({"a": history})
+    loss = fig.axes[0]
+    fig.canvas.draw()
+    low, high = loss.get_ylim()
+    labelled = [t for t in loss.get_yticks() if low <= t <= high]
+    assert len(labelled) >= 2, labelled  # a scale to read the values off
+    plt.close(fig)
+
+
 @pytest.mark.parametrize("with_val", [True, False])
 def test_curves_note_describes_validation_only_when_it_is_drawn(with_val: bool) -> None:
     history = _history(2, True)

@@ -179,7 +179,8 @@ def curves_figure(histories: dict[str, list[dict[str, Any]]]) -> plt.Figure:
         lr_label = name if _has_lr_samples(history) else f"{name} (epoch ends only)"
         lr.plot(*_lr_schedule(history), color=colour, label=lr_label)
     loss.set_yscale("log")
-    loss.yaxis.set_major_locator(ticker.LogLocator(subs=(1, 2, 3, 5, 7)))
+    # 1.2 and 1.5 too: a short run's losses may span less than a factor of two.
+    loss.yaxis.set_major_locator(ticker.LogLocator(subs=(1, 1.2, 1.5, 2, 3, 5, 7)))
     loss.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
     loss.yaxis.set_minor_formatter(ticker.NullFormatter())
     loss.set(title="loss", ylabel="cross-entropy (log scale)")
