@@ -1,0 +1,1 @@
+"""Evaluation: accuracy, calibration, test-time augmentation, robustness and comparison."""

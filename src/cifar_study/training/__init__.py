@@ -1,0 +1,1 @@
+"""The training engine every model shares: optimizer, schedule, augmentation, checkpoints."""
