@@ -127,7 +127,7 @@ def no_dvc(monkeypatch: pytest.MonkeyPatch) -> None:
         (["--set", "lr"], "'lr': expected key=value"),
         (["--set", "=0.1"], "expected key=value"),
         (["--set", "lr=[0.1"], "cannot read the value"),
-        (["--set", "lr=.inf"], "cannot be passed to DVC (not finite)"),
+        (["--set", "lr=.inf"], "lr = inf must be a finite number"),
         (["--set", "train_fraction={resnet: 0.5}"], "give each key of a section dotted"),
         (["--set", "seed=1", "--set", "seed=2"], "seed is given twice"),
         (["--name", ""], "--name '': use letters"),

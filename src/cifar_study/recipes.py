@@ -62,10 +62,8 @@ def set_argument(key: str, value: Any) -> str:
         quoted = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
         candidates = [value, quoted]
     else:
-        try:
-            candidates = [json.dumps(value, separators=(",", ":"), allow_nan=False)]
-        except ValueError:
-            raise ConfigError(f"{key} = {value!r} cannot be passed to DVC (not finite)") from None
+        # Validation has refused NaN and infinities already (rules.coerce).
+        candidates = [json.dumps(value, separators=(",", ":"), allow_nan=False)]
     for text in candidates:
         if _reads_back(f"{key}={text}", value):
             return f"{key}={text}"
