@@ -8,8 +8,9 @@
 # prepared as params.yaml's data section says, then each SEARCH (recipe_sweep.py's arguments, one
 # per line) runs through bench/recipe_sweep.py, bounded by its own --budget-s and by BUDGET_S;
 # then bench/gpu.py measures the DenseNet compiled in bf16 with what is left (BENCH_ARGS adds
-# arguments, e.g. a CPU smoke run's tiny sizes). OUT receives the machine, the prepare log and,
-# per search, its printed table and each variant's params, log and curves; no weights.
+# arguments, e.g. a CPU smoke run's tiny sizes; BENCH_ARGS=skip leaves it out). OUT receives
+# the machine, the prepare log and, per search, its printed table and each variant's params, log
+# and curves; no weights.
 set -euo pipefail
 
 [ $# -ge 4 ] || { echo "usage: $0 ARCHIVE OUT BUDGET_S SEARCH..." >&2; exit 2; }
@@ -63,8 +64,10 @@ for search in "${searches[@]}"; do
         tar czf "$out/$name.tar.gz" --null -T -)
 done
 
-echo "== DenseNet compiled ($(left) s left)"
-read -r -a bench_args <<< "${BENCH_ARGS:-}"
-within_budget "$py" bench/gpu.py --models densenet --modes compile --precisions bf16 \
-    "${bench_args[@]}" 2>&1 | tee "$out/densenet-compiled.txt" || true
+if [ "${BENCH_ARGS:-}" != skip ]; then
+    echo "== DenseNet compiled ($(left) s left)"
+    read -r -a bench_args <<< "${BENCH_ARGS:-}"
+    within_budget "$py" bench/gpu.py --models densenet --modes compile --precisions bf16 \
+        "${bench_args[@]}" 2>&1 | tee "$out/densenet-compiled.txt" || true
+fi
 echo "done after $((SECONDS - budget_from)) s"

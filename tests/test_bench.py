@@ -314,7 +314,8 @@ def test_every_kept_search_is_a_valid_sweep() -> None:
 
 @pytest.mark.slow
 def test_gpu_search_runs_each_search_and_keeps_its_curves(tmp_path: Path) -> None:
-    """On the CPU, tiny: the archive prepared, two searches, the DenseNet benchmark."""
+    """On the CPU, tiny: the archive prepared, two searches, the DenseNet benchmark; then one
+    search without the benchmark."""
     archive = make_tar(build_image_tree(tmp_path / "images", 20, 4), tmp_path / "images.tar.gz")
     tiny = "--base=epochs=2 batch_size=16 resnet.width=4 resnet.blocks=[1,1] warmup_epochs=0"
     searches = []
@@ -331,3 +332,9 @@ def test_gpu_search_runs_each_search_and_keeps_its_curves(tmp_path: Path) -> Non
     with tarfile.open(tmp_path / "out" / "two.tar.gz") as tar:
         assert "./v0/live/plots/metrics/val/acc.tsv" in tar.getnames()
     assert "densenet: training images/s" in (tmp_path / "out" / "densenet-compiled.txt").read_text()
+
+    env["BENCH_ARGS"] = "skip"  # the searches alone
+    done = gpu_search(str(archive), str(tmp_path / "only"), "600", str(searches[1]), env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "DenseNet" not in done.stdout and (tmp_path / "only" / "two.txt").exists()
+    assert not (tmp_path / "only" / "densenet-compiled.txt").exists()

@@ -191,9 +191,10 @@ def _without_timing(history: list[dict[str, float]]) -> list[dict[str, float]]:
 
 
 # Mixup and EMA on, so their state must resume too; then with alternating flip and a separate
-# lr for BatchNorm's shifts as well.
+# lr for BatchNorm's shifts as well; then with Muon's momentum for the filters.
 _RESUMED_RECIPES = {
     "mixup-ema": {"mixup_alpha": 0.2, "ema_decay": 0.9},
+    "muon": {"optimizer": "muon", "muon_lr": 0.05, "ema_decay": 0.9},
     "airbench": {
         "mixup_alpha": 0.2,
         "ema_decay": 0.9,
@@ -259,10 +260,22 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path: Path
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
-def test_weights_made_non_finite_by_an_epochs_last_update_are_not_saved(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("options", "hint"),
+    [
+        ({}, r"by step \d.* Try a lower lr \(now 0.1\)\.$"),
+        (
+            {"optimizer": "muon"},
+            r"by step \d.* Try a lower lr \(now 0.1\) or muon_lr \(now 0.05\)\.$",
+        ),
+    ],
+)
+def test_weights_made_non_finite_by_an_epochs_last_update_are_not_saved(
+    tmp_path: Path, options: dict, hint: str
+) -> None:
     # The loss of each step is computed before its update: only a look at the weights catches
     # an update that broke them on the epoch's last step.
-    trainer = _trainer(tmp_path, epochs=2)
+    trainer = _trainer(tmp_path, epochs=2, lr=0.1, muon_lr=0.05, **options)
     step = trainer._step
 
     def last_update_breaks_the_weights(x, y):
@@ -273,7 +286,7 @@ def test_weights_made_non_finite_by_an_epochs_last_update_are_not_saved(tmp_path
         return result
 
     trainer._step = last_update_breaks_the_weights  # type: ignore[method-assign]
-    with pytest.raises(NonFiniteLoss, match=r"weights became non-finite in epoch 1, by step \d"):
+    with pytest.raises(NonFiniteLoss, match=r"weights became non-finite in epoch 1, " + hint):
         trainer.fit()
     assert not (tmp_path / "ckpt.pt").exists()
 

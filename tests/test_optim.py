@@ -12,7 +12,7 @@ from training_helpers import tiny_params
 
 from cifar_study.architectures import ResNetSettings
 from cifar_study.models import build_model
-from cifar_study.training.optim import build_optimizer, build_scheduler, lr_factor
+from cifar_study.training.optim import build_optimizer, build_scheduler, lr_factor, orthogonalised
 
 # -- schedules --------------------------------------------------------------------------------
 
@@ -134,3 +134,77 @@ def test_norm_shifts_can_take_a_larger_lr_with_the_same_decay_per_step() -> None
             optimizer.step()
             scheduler.step()
             assert fast["lr"] == pytest.approx(64 * weights["lr"], rel=1e-12)
+
+
+# -- Muon ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(16, 144), (144, 16), (32, 32)])
+def test_orthogonalised_pushes_every_singular_value_towards_one(shape: tuple[int, int]) -> None:
+    generator = torch.Generator().manual_seed(0)
+    u, _, v = torch.linalg.svd(torch.randn(shape, generator=generator), full_matrices=False)
+    spread = torch.logspace(0, 2, min(shape))  # singular values 1 to 100: badly conditioned
+    matrix = u @ torch.diag(spread) @ v
+    values = torch.linalg.svdvals(orthogonalised(matrix))
+    assert values.min() > 0.5 and values.max() < 1.3, values
+    assert orthogonalised(matrix).shape == matrix.shape
+
+
+_MUON_GROUPINGS = {
+    "one-group": {},
+    "split-groups": {"decay_norm_and_bias": False, "norm_bias_lr_scale": 8.0},
+    "no-nesterov": {"nesterov": False},
+}
+
+
+@pytest.mark.parametrize("options", _MUON_GROUPINGS.values(), ids=_MUON_GROUPINGS)
+def test_muon_orthogonalises_filters_and_steps_the_rest_as_sgd_does(options: dict) -> None:
+    torch.manual_seed(0)
+    model = build_model("resnet", ResNetSettings(width=4, blocks=(1, 1)), num_classes=4)
+    params = tiny_params(optimizer="muon", muon_lr=0.05, muon_momentum=0.6, lr=0.1, **options)
+    optimizer = build_optimizer(model, params)
+    *sgd_groups, filters = optimizer.param_groups
+    conv_weights = [m.weight for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert {id(p) for p in filters["params"]} == {id(p) for p in conv_weights}
+    assert filters["lr"] == 0.05 and filters["momentum"] == 0.6 and filters["orthogonalise"]
+    assert filters["weight_decay"] == 0.0  # the renormalisation holds the filters' scale
+    assert not any(g["orthogonalise"] for g in sgd_groups)
+    assert any(p is model.fc.weight for g in sgd_groups for p in g["params"])
+    others = [p for g in sgd_groups for p in g["params"]]
+    assert len(others) + len(conv_weights) == len(list(model.parameters()))
+
+    # The same steps under torch's own SGD, group by group, for everything but the filters.
+    reference = {id(p): p.detach().clone().requires_grad_() for p in others}
+    sgd = torch.optim.SGD(
+        [
+            {
+                "params": [reference[id(p)] for p in g["params"]],
+                "lr": g["lr"],
+                "weight_decay": g["weight_decay"],
+            }
+            for g in sgd_groups
+        ],
+        momentum=params.momentum,
+        nesterov=params.nesterov,
+    )
+    images = torch.randn(8, 3, 32, 32)
+    for _ in range(3):
+        before = [p.detach().clone() for p in conv_weights]
+        momenta = [optimizer.state[p].get("momentum_buffer") for p in conv_weights]
+        momenta = [None if m is None else m.clone() for m in momenta]
+        optimizer.zero_grad()
+        model(images).square().mean().backward()
+        for p in others:
+            reference[id(p)].grad = p.grad.clone()
+        grads = [p.grad.clone() for p in conv_weights]
+        optimizer.step()
+        sgd.step()
+        for p in others:
+            torch.testing.assert_close(p, reference[id(p)], rtol=0, atol=1e-7)
+        for p, old, momentum, grad in zip(conv_weights, before, momenta, grads, strict=True):
+            buffer = grad if momentum is None else 0.6 * momentum + grad
+            update = grad + 0.6 * buffer if params.nesterov else buffer
+            flat = update.reshape(len(p), -1)
+            renormalised = old * len(p) ** 0.5 / old.norm()
+            step = orthogonalised(flat).view_as(p) * max(1.0, len(p) / flat.size(1)) ** 0.5
+            torch.testing.assert_close(p, renormalised - 0.05 * step, rtol=1e-5, atol=1e-6)

@@ -82,7 +82,7 @@ class DataConfig(Checked):
         return self.source not in NAMED_SOURCES
 
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZERS = ("sgd", "muon", "adam", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "constant")
 SCHEDULE_UNITS = ("step", "epoch")
 INITS = ("he", "pytorch")
@@ -159,6 +159,8 @@ class Params(Checked):
     lr: float = dataclasses.field(default=0.4, metadata=positive())
     momentum: float = dataclasses.field(default=0.9, metadata=fraction())
     nesterov: bool = True
+    muon_lr: float = dataclasses.field(default=0.05, metadata=positive())
+    muon_momentum: float = dataclasses.field(default=0.6, metadata=fraction())
     weight_decay: float = dataclasses.field(default=5e-4, metadata=non_negative())
     decay_norm_and_bias: bool = True
     norm_bias_lr_scale: float = dataclasses.field(default=1.0, metadata=positive())

@@ -398,7 +398,7 @@ class Trainer:
             raise NonFiniteLoss(
                 f"the loss became {bad_loss} at epoch {self.epoch + 1}, step {int(bad_step)}; "
                 f"training stopped and the last good checkpoint ({self.checkpoint_path}, "
-                f"after epoch {self.epoch}) was kept. Try a lower lr (now {self.params.lr})."
+                f"after epoch {self.epoch}) was kept. Try a lower {self._lr_hint()}."
             )
         bar.set_postfix(loss=f"{loss_sum / max(self.epoch_sums['seen'], 1):.3f}")
 
@@ -411,9 +411,16 @@ class Trainer:
             raise NonFiniteLoss(
                 f"the weights became non-finite in epoch {self.epoch + 1}, by step "
                 f"{self.step_in_epoch}; training stopped and the last good checkpoint "
-                f"({self.checkpoint_path}, after epoch {self.epoch}) was kept. Try a lower lr "
-                f"(now {self.params.lr})."
+                f"({self.checkpoint_path}, after epoch {self.epoch}) was kept. Try a lower "
+                f"{self._lr_hint()}."
             )
+
+    def _lr_hint(self) -> str:
+        """The learning rates to lower after a non-finite loss or weights, with their values."""
+        hint = f"lr (now {self.params.lr})"
+        if self.params.optimizer == "muon":
+            hint += f" or muon_lr (now {self.params.muon_lr})"
+        return hint
 
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimizer step; returns this process's batch loss and correct count, on the
