@@ -159,7 +159,7 @@ class Params(Checked):
     lr: float = dataclasses.field(default=0.4, metadata=positive())
     momentum: float = dataclasses.field(default=0.9, metadata=fraction())
     nesterov: bool = True
-    muon_lr: float = dataclasses.field(default=0.05, metadata=positive())
+    muon_lr: float = dataclasses.field(default=0.04, metadata=positive())
     muon_momentum: float = dataclasses.field(default=0.6, metadata=fraction())
     weight_decay: float = dataclasses.field(default=5e-4, metadata=non_negative())
     decay_norm_and_bias: bool = True
