@@ -60,7 +60,7 @@ def test_stage_writes_a_loadable_model_and_aligned_metrics(project: Path, model:
     ("override", "message"),
     [
         ({"lr": -1}, "lr = -1 is not allowed; expected a number > 0"),
-        ({"optimizer": "rmsprop"}, "expected one of sgd, adam, adamw"),
+        ({"optimizer": "rmsprop"}, "expected one of sgd, muon, adam, adamw"),
         ({"epochs": "ten"}, "epochs = 'ten' must be an integer"),
         ({"resnet": {"width": 4, "blocks": [1, 1], "depth": 3}}, "unknown key 'resnet.depth'"),
     ],
