@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -74,6 +75,27 @@ def test_translate_tta_averages_six_views() -> None:
     assert np.allclose(views["plain"], MeanLogits()(x).softmax(1).numpy(), atol=1e-6)
     assert "flip_translate" not in metrics.predict_proba(MeanLogits(), split, 5, runtime)
 
+
+@pytest.mark.parametrize(("pass_s", "timed"), [(0.0, 10), (0.05, 3)])
+def test_inference_speed_times_every_repeat_unless_the_budget_runs_out(
+    pass_s: float, timed: int
+) -> None:
+    """A fast model is timed `repeats` times; a slow one stops at 3 once the budget is spent."""
+
+    class Counted(torch.nn.Module):
+        calls = 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            Counted.calls += 1
+            time.sleep(pass_s)
+            return x.mean((2, 3))
+
+    runtime = resolve_runtime("cpu", "fp32", channels_last=False)
+    speed = metrics.inference_speed(Counted(), runtime, 4, repeats=10, budget_s=0.1)
+    assert Counted.calls == 2 + timed  # two warm-up passes, then the timed ones
+    assert speed["batch_size"] == 4 and speed["images_per_s"] > 0
+    if pass_s:
+        assert speed["batch_latency_ms"] >= 1000 * pass_s
 
 def test_markdown_report_has_every_model_and_the_gap() -> None:
     row = {
