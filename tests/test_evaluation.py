@@ -97,6 +97,7 @@ def test_inference_speed_times_every_repeat_unless_the_budget_runs_out(
     if pass_s:
         assert speed["batch_latency_ms"] >= 1000 * pass_s
 
+
 def test_markdown_report_has_every_model_and_the_gap() -> None:
     row = {
         "test_acc": 0.9,
