@@ -22,8 +22,9 @@ test: $(STAMP)  ## the default test suite (minutes on 2 CPU cores)
 	@# pytest exits 5 when it collected nothing: a suite that ran no test has not passed.
 	$(PYTHON) -m pytest -q || { rc=$$?; [ $$rc -ne 5 ] || echo "no tests were collected" >&2; exit $$rc; }
 
-test-slow: $(STAMP)  ## the slow end-to-end tests only, with the ten slowest timed
-	$(PYTHON) -m pytest -q -m slow --durations=10 || { rc=$$?; [ $$rc -ne 5 ] || echo "no tests were collected" >&2; exit $$rc; }
+test-slow: $(STAMP)  ## the slow end-to-end tests only, a process per core, the ten slowest timed
+	@# Each file's tests stay in one process (--dist loadfile): their shared workspaces are built once.
+	$(PYTHON) -m pytest -q -m slow -n auto --dist loadfile --durations=10 || { rc=$$?; [ $$rc -ne 5 ] || echo "no tests were collected" >&2; exit $$rc; }
 
 reproduce: $(STAMP)  ## CI's check: re-run the pipeline, compare with .ci/expected (CIFAR10_SOURCE)
 	.ci/reproduce
