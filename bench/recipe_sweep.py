@@ -4,14 +4,16 @@
         base lr=0.2 decay_norm_and_bias=false "ema_decay=0.999 seed=1"
 
 Each positional argument is one variant: space-separated `key=value` overrides of params.yaml
-(dotted keys for nested ones, e.g. `resnet.dropout=0.2`; `base` for none), applied after --base's
-overrides, which every variant shares. Variants train concurrently, one process each, at most
---parallel at once (default: all): a small model leaves most of a GPU idle, so concurrent runs
-cost little more than one. Selection reads the validation split only. --budget-s stops the
-stragglers (what they logged so far is still reported) and starts no more. `@FILE` reads
-arguments from FILE, one per line (`#` starts a comment line), e.g. a search kept in
-bench/searches/. --apply-best PARAMS writes the params of the variant with the best final
-validation accuracy, among those that finished, to PARAMS (e.g. to train it in full).
+(dotted keys for nested ones, e.g. `resnet.dropout=0.2`; `base` for none). Every variant starts
+from --recipe's values, if given (e.g. `--recipe short20` for recipes/short20.yaml, so a search
+around a recipe follows the recipe when it changes), then --base's overrides, then its own.
+Variants train concurrently, one process each, at most --parallel at once (default: all): a small
+model leaves most of a GPU idle, so concurrent runs cost little more than one. Selection reads
+the validation split only. --budget-s stops the stragglers (what they logged so far is still
+reported) and starts no more. `@FILE` reads arguments from FILE, one per line (`#` starts a
+comment line), e.g. a search kept in bench/searches/. --apply-best PARAMS writes the params of
+the variant with the best final validation accuracy, among those that finished, to PARAMS (e.g.
+to train it in full).
 """
 
 from __future__ import annotations
@@ -31,26 +33,43 @@ import yaml
 from cifar_study import config
 from cifar_study.config import ConfigError
 from cifar_study.fileio import atomic_path
+from cifar_study.recipes import read_recipe, recipe_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def overridden(params: dict, variant: str) -> dict:
+def overridden(params: dict, variant: str, label: str = "variant") -> dict:
     """params.yaml's content with the variant's `key=value` overrides applied (values as YAML),
-    checked as a whole; `base` is no override."""
+    checked as a whole; `base` is no override. An error names the `label` and the variant."""
     try:
         pairs = config.parse_overrides(item for item in variant.split() if item != "base")
         return config.overridden(params, pairs, "its params")
     except ConfigError as exc:
-        raise SystemExit(f"variant {variant!r}: {exc}") from None
+        raise SystemExit(f"{label} {variant!r}: {exc}") from None
 
 
-def checked_variants(base: dict, variants: list[str], shared: str = "") -> dict[str, dict]:
-    """Each variant's full params (`shared` overrides first), all validated before any training
-    starts."""
+def with_recipe(params: dict, recipe: str, folder: Path) -> dict:
+    """params.yaml's content with a named recipe's values set (a `.yaml` path or a name in
+    `folder`), checked as a whole."""
+    try:
+        return config.overridden(params, read_recipe(recipe_file(recipe, folder)), "its params")
+    except ConfigError as exc:
+        raise SystemExit(f"--recipe {recipe}: {exc}") from None
+
+
+def checked_variants(
+    base: dict,
+    variants: list[str],
+    shared: str = "",
+    recipe: str = "",
+    recipes: Path = ROOT / "recipes",
+) -> dict[str, dict]:
+    """Each variant's full params (`recipe`'s values from the `recipes` folder first, then the
+    `shared` overrides), all validated before any training starts."""
     if len(set(variants)) < len(variants):
         raise SystemExit(f"each variant must differ from the others, got {variants}")
-    common = overridden(base, shared) if shared else base
+    common = with_recipe(base, recipe, recipes) if recipe else base
+    common = overridden(common, shared, "--base") if shared else common
     return {variant: overridden(common, variant) for variant in variants}
 
 
@@ -181,6 +200,8 @@ def build_parser() -> ArgumentFileParser:
     parser.add_argument("--out", type=Path, required=True, help="folder for each variant's run")
     parser.add_argument("--model", default="resnet")
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
+    parser.add_argument("--recipe", default="", help="a recipe to start from, e.g. short20")
+    parser.add_argument("--recipes", type=Path, default=ROOT / "recipes", help="recipe folder")
     parser.add_argument("--base", default="", help="'key=value ...' overrides for every variant")
     parser.add_argument("--parallel", type=int, default=0, help="most variants at once; 0: all")
     parser.add_argument("--budget-s", type=float, default=3600.0)
@@ -197,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--parallel must be 0 (all) or a positive count, got {args.parallel}")
 
     base = yaml.safe_load(args.params.read_text())
-    plans = checked_variants(base, args.variants, args.base)
+    plans = checked_variants(base, args.variants, args.base, args.recipe, args.recipes)
     folders = {variant: args.out / f"v{index}" for index, variant in enumerate(plans)}
     starts = {
         variant: functools.partial(

@@ -99,6 +99,8 @@ def test_recipe_sweep_applies_overrides_and_refuses_unknown_keys() -> None:
         (["base", "lr=0.2", "lr=0.2"], "each variant must differ"),
         (["base", "lr=-1"], r"variant 'lr=-1'.*lr"),
         (["resnet.widht=8"], "no key 'resnet.widht'"),
+        (["base", "--base", "epochs=0"], r"--base 'epochs=0'.*epochs"),
+        (["base", "--recipe", "nowhere"], r"--recipe nowhere: no recipe file .*short20"),
     ],
 )
 def test_recipe_sweep_checks_every_variant_before_training(
@@ -109,6 +111,33 @@ def test_recipe_sweep_checks_every_variant_before_training(
             [*variants, "--data", str(tmp_path), "--out", str(tmp_path / "sweep")]
         )
     assert not (tmp_path / "sweep").exists()  # nothing started
+
+
+def test_recipe_sweep_starts_from_the_recipe_then_base_then_the_variant(tmp_path: Path) -> None:
+    (tmp_path / "fast.yaml").write_text("lr: 0.3\nepochs: 4\nresnet.dropout: 0.1\n")
+    params = {"lr": 0.4, "epochs": 9, "seed": 0, "resnet": {"dropout": 0.0}}
+    checked = script("recipe_sweep.py")["checked_variants"]
+    plans = checked(params, ["base", "lr=0.2"], "epochs=3", "fast", tmp_path)
+    assert plans == {
+        "base": {"lr": 0.3, "epochs": 3, "seed": 0, "resnet": {"dropout": 0.1}},
+        "lr=0.2": {"lr": 0.2, "epochs": 3, "seed": 0, "resnet": {"dropout": 0.1}},
+    }
+    assert params["lr"] == 0.4  # the params themselves are left as they were
+
+
+@pytest.mark.parametrize(
+    ("recipe", "message"),
+    [
+        ("slow", r"--recipe slow: no recipe file .*slow\.yaml; recipes in .*: fast"),
+        ("fast", r"--recipe fast: .*no key 'lrr'"),
+    ],
+)
+def test_recipe_sweep_refuses_a_missing_or_bad_recipe(
+    tmp_path: Path, recipe: str, message: str
+) -> None:
+    (tmp_path / "fast.yaml").write_text("lrr: 0.3\n")
+    with pytest.raises(SystemExit, match=message):
+        script("recipe_sweep.py")["checked_variants"]({"lr": 0.4}, ["base"], "", recipe, tmp_path)
 
 
 class FakeClock:
@@ -182,13 +211,19 @@ def test_a_signal_stops_the_sweeps_variants_and_is_reported() -> None:
 
 def test_a_search_file_takes_comments_and_options_with_their_values(tmp_path: Path) -> None:
     search = tmp_path / "search.txt"
-    lines = ["# a search", "", "--base=epochs=2 lr=0.1", "--parallel 3  # at once"]
+    lines = [
+        "# a search",
+        "",
+        "--recipe=short5",
+        "--base=epochs=2 lr=0.1",
+        "--parallel 3  # at once",
+    ]
     lines += ["base", "seed=1 # again"]
     search.write_text("\n".join(lines))
     parsed = script("recipe_sweep.py")["build_parser"]().parse_args(
         [f"@{search}", "--data", "d", "--out", "o"]
     )
-    assert (parsed.base, parsed.parallel) == ("epochs=2 lr=0.1", 3)
+    assert (parsed.recipe, parsed.base, parsed.parallel) == ("short5", "epochs=2 lr=0.1", 3)
     assert parsed.variants == ["base", "seed=1"]
 
 
@@ -309,7 +344,10 @@ def test_every_kept_search_is_a_valid_sweep() -> None:
     params = yaml.safe_load((BENCH.parent / "params.yaml").read_text())
     for search in sorted((BENCH / "searches").glob("*.txt")):
         parsed = sweep["build_parser"]().parse_args([f"@{search}", "--data", "d", "--out", "o"])
-        assert sweep["checked_variants"](params, parsed.variants, parsed.base), search.name
+        plans = sweep["checked_variants"](
+            params, parsed.variants, parsed.base, parsed.recipe, parsed.recipes
+        )
+        assert plans, search.name
 
 
 @pytest.mark.slow

@@ -32,6 +32,11 @@ from cifar_study.config import Params, parse_overrides, parse_params, with_overr
 from cifar_study.errors import ConfigError
 
 
+def recipe_file(recipe: str, folder: Path) -> Path:
+    """The file a recipe argument names: a `.yaml` path as it is, else `<folder>/<name>.yaml`."""
+    return Path(recipe) if recipe.endswith(".yaml") else folder / f"{recipe}.yaml"
+
+
 def read_recipe(path: Path) -> dict[str, Any]:
     """The key → value mapping of a recipe file."""
     try:
@@ -153,9 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     extra = argv[argv.index("--") + 1 :] if "--" in argv else []
     args = parser.parse_args(argv[: len(argv) - len(extra) - (1 if "--" in argv else 0)])
-    path = (
-        Path(args.recipe) if args.recipe.endswith(".yaml") else args.recipes / f"{args.recipe}.yaml"
-    )
+    path = recipe_file(args.recipe, args.recipes)
     refuse_unchecked(extra)
     recipe = read_recipe(path) | parse_overrides(args.set)
     resolve(args.params, recipe)
