@@ -11,9 +11,10 @@ Variants train concurrently, one process each, at most --parallel at once (defau
 model leaves most of a GPU idle, so concurrent runs cost little more than one. Selection reads
 the validation split only. --budget-s stops the stragglers (what they logged so far is still
 reported) and starts no more. `@FILE` reads arguments from FILE, one per line (`#` starts a
-comment line), e.g. a search kept in bench/searches/. --apply-best PARAMS writes the params of
-the variant with the best final validation accuracy, among those that finished, to PARAMS (e.g.
-to train it in full).
+comment line), e.g. a search kept in bench/searches/. --apply-best PARAMS writes the whole params
+of the variant with the best final validation accuracy, among those that finished (the recipe's
+and --base's values included), to PARAMS, e.g. to train it in full. --data's prepared split is the
+one every variant trains and validates on, whatever `data.` keys say.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -38,23 +40,25 @@ from cifar_study.recipes import read_recipe, recipe_file
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def overridden(params: dict, variant: str, label: str = "variant") -> dict:
-    """params.yaml's content with the variant's `key=value` overrides applied (values as YAML),
-    checked as a whole; `base` is no override. An error names the `label` and the variant."""
+def checked(params: dict, label: str, overrides: Callable[[], Mapping[str, Any]]) -> dict:
+    """params.yaml's content with `overrides()` set, checked as a whole; any error, reading the
+    overrides included, exits naming `label`."""
     try:
-        pairs = config.parse_overrides(item for item in variant.split() if item != "base")
-        return config.overridden(params, pairs, "its params")
+        return config.overridden(params, overrides(), "its params")
     except ConfigError as exc:
-        raise SystemExit(f"{label} {variant!r}: {exc}") from None
+        raise SystemExit(f"{label}: {exc}") from None
+
+
+def overridden(params: dict, variant: str, label: str = "variant") -> dict:
+    """params.yaml's content with the variant's `key=value` overrides applied (values as YAML);
+    `base` is no override."""
+    items = (item for item in variant.split() if item != "base")
+    return checked(params, f"{label} {variant!r}", lambda: config.parse_overrides(items))
 
 
 def with_recipe(params: dict, recipe: str, folder: Path) -> dict:
-    """params.yaml's content with a named recipe's values set (a `.yaml` path or a name in
-    `folder`), checked as a whole."""
-    try:
-        return config.overridden(params, read_recipe(recipe_file(recipe, folder)), "its params")
-    except ConfigError as exc:
-        raise SystemExit(f"--recipe {recipe}: {exc}") from None
+    """params.yaml's content with a recipe's values set: a `.yaml` path, or a name in `folder`."""
+    return checked(params, f"--recipe {recipe!r}", lambda: read_recipe(recipe_file(recipe, folder)))
 
 
 def checked_variants(
@@ -64,8 +68,8 @@ def checked_variants(
     recipe: str = "",
     recipes: Path = ROOT / "recipes",
 ) -> dict[str, dict]:
-    """Each variant's full params (`recipe`'s values from the `recipes` folder first, then the
-    `shared` overrides), all validated before any training starts."""
+    """Each variant's full params (`recipe`'s values first, then the `shared` overrides), all
+    validated before any training starts."""
     if len(set(variants)) < len(variants):
         raise SystemExit(f"each variant must differ from the others, got {variants}")
     common = with_recipe(base, recipe, recipes) if recipe else base
@@ -200,7 +204,9 @@ def build_parser() -> ArgumentFileParser:
     parser.add_argument("--out", type=Path, required=True, help="folder for each variant's run")
     parser.add_argument("--model", default="resnet")
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
-    parser.add_argument("--recipe", default="", help="a recipe to start from, e.g. short20")
+    parser.add_argument(
+        "--recipe", default="", help="a recipe to start from: a name in --recipes, or a .yaml path"
+    )
     parser.add_argument("--recipes", type=Path, default=ROOT / "recipes", help="recipe folder")
     parser.add_argument("--base", default="", help="'key=value ...' overrides for every variant")
     parser.add_argument("--parallel", type=int, default=0, help="most variants at once; 0: all")

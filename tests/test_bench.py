@@ -100,7 +100,7 @@ def test_recipe_sweep_applies_overrides_and_refuses_unknown_keys() -> None:
         (["base", "lr=-1"], r"variant 'lr=-1'.*lr"),
         (["resnet.widht=8"], "no key 'resnet.widht'"),
         (["base", "--base", "epochs=0"], r"--base 'epochs=0'.*epochs"),
-        (["base", "--recipe", "nowhere"], r"--recipe nowhere: no recipe file .*short20"),
+        (["base", "--recipe", "nowhere"], r"--recipe 'nowhere': no recipe file .*short20"),
     ],
 )
 def test_recipe_sweep_checks_every_variant_before_training(
@@ -117,9 +117,9 @@ def test_recipe_sweep_starts_from_the_recipe_then_base_then_the_variant(tmp_path
     (tmp_path / "fast.yaml").write_text("lr: 0.3\nepochs: 4\nresnet.dropout: 0.1\n")
     params = {"lr": 0.4, "epochs": 9, "seed": 0, "resnet": {"dropout": 0.0}}
     checked = script("recipe_sweep.py")["checked_variants"]
-    plans = checked(params, ["base", "lr=0.2"], "epochs=3", "fast", tmp_path)
+    plans = checked(params, ["base", "lr=0.2"], "epochs=3 lr=0.25", "fast", tmp_path)
     assert plans == {
-        "base": {"lr": 0.3, "epochs": 3, "seed": 0, "resnet": {"dropout": 0.1}},
+        "base": {"lr": 0.25, "epochs": 3, "seed": 0, "resnet": {"dropout": 0.1}},
         "lr=0.2": {"lr": 0.2, "epochs": 3, "seed": 0, "resnet": {"dropout": 0.1}},
     }
     assert params["lr"] == 0.4  # the params themselves are left as they were
@@ -128,8 +128,8 @@ def test_recipe_sweep_starts_from_the_recipe_then_base_then_the_variant(tmp_path
 @pytest.mark.parametrize(
     ("recipe", "message"),
     [
-        ("slow", r"--recipe slow: no recipe file .*slow\.yaml; recipes in .*: fast"),
-        ("fast", r"--recipe fast: .*no key 'lrr'"),
+        ("slow", r"--recipe 'slow': no recipe file .*slow\.yaml; recipes in .*: fast"),
+        ("fast", r"--recipe 'fast': .*no key 'lrr'"),
     ],
 )
 def test_recipe_sweep_refuses_a_missing_or_bad_recipe(

@@ -159,6 +159,7 @@ def test_a_bad_set_or_name_is_refused_before_dvc_starts(
         ("lrr: 0.1\n", "params.yaml has no key 'lrr'"),
         ("resnet.depth: 3\n", "params.yaml has no key 'resnet.depth'"),
         ("[1, 2]\n", "must map params.yaml keys to values"),
+        ("resnet:\n  dropout: 0.1\n", "give each key of resnet dotted"),
         ("lr: [0.1\n", "cannot read recipe"),
     ],
 )

@@ -48,6 +48,9 @@ def read_recipe(path: Path) -> dict[str, Any]:
         raise ConfigError(f"cannot read recipe {path}: {exc}") from None
     if not isinstance(raw, dict) or not raw:
         raise ConfigError(f"{path} must map params.yaml keys to values")
+    for key, value in raw.items():
+        if isinstance(value, dict):  # it would replace the whole section, dropping its other keys
+            raise ConfigError(f"{path}: give each key of {key} dotted, e.g. {key}.x: 1")
     return {str(key): value for key, value in raw.items()}
 
 
