@@ -100,6 +100,33 @@ def test_seed_makes_a_perturbed_run_that_cannot_update_expectations(
     assert "records the profile's own seed; drop --seed" in capsys.readouterr().err
 
 
+def test_a_partial_run_cannot_update_expectations(capsys: pytest.CaptureFixture) -> None:
+    assert reproduce.main(["digits", "--stage", "evaluate@densenet", "--update-expected"]) == 1
+    assert "records every stage's metrics; drop --stage" in capsys.readouterr().err
+
+
+def test_an_unknown_stage_is_refused_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert reproduce.main(["digits", "--stage", "evaluate@vgg", "--dest", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "--stage evaluate@vgg: no such stage; known: " in err and "evaluate@densenet" in err
+    assert not (tmp_path / "data" / "prepared").exists()
+
+
+@pytest.mark.slow
+def test_a_partial_perturbed_run_reruns_one_models_stages_and_gates_their_metrics(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    args = ["digits", "--seed", "1", "--stage", "evaluate@densenet", "--dest", str(tmp_path)]
+    reproduce.main(args)  # a perturbed run: its gate may fail
+    out = capsys.readouterr().out
+    assert "all 4 stages re-run (evaluate@densenet and those it depends on)" in out
+    assert "metrics/eval/densenet/metrics.json" in out
+    assert "resnet" not in out.split("expected: ")[1]  # the ResNet's metrics are not gated
+    assert not (tmp_path / "metrics" / "eval" / "resnet").exists()
+
+
 @pytest.mark.slow
 def test_digits_reproduction_reruns_every_stage_and_meets_its_expectations(
     tmp_path: Path, capsys: pytest.CaptureFixture

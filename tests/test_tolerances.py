@@ -69,6 +69,28 @@ def test_a_metric_missing_from_a_perturbed_run_is_an_error(tmp_path: Path) -> No
         )
 
 
+def test_a_partial_run_counts_for_the_files_it_wrote(tmp_path: Path) -> None:
+    other = "metrics/eval/densenet/metrics.json"
+    spec = {"expected": 0, "tolerance": 0}
+    expectations = {FILE: {"test.acc": spec}, other: {"test.acc": dict(spec)}}
+    recorded = run(tmp_path / "recorded", acc=0.8, loss=0.6)
+    (recorded / other).parent.mkdir(parents=True)
+    (recorded / other).write_text(json.dumps({"test": {"acc": 0.4}}))
+    partial = tmp_path / "densenet-only"
+    (partial / other).parent.mkdir(parents=True)
+    (partial / other).write_text(json.dumps({"test": {"acc": 0.43}}))
+    with pytest.raises(StudyError, match=r"no perturbed run wrote metrics/eval/resnet.*test.acc"):
+        tolerances.derived_tolerances(expectations, recorded, [partial], factor=2)
+    whole = run(tmp_path / "seed1", acc=0.81, loss=0.6)
+    (whole / other).parent.mkdir(parents=True)
+    (whole / other).write_text(json.dumps({"test": {"acc": 0.41}}))
+    result = tolerances.derived_tolerances(expectations, recorded, [partial, whole], factor=2)
+    assert result[FILE]["test.acc"]["tolerance"] == pytest.approx(0.02)
+    assert result[other]["test.acc"]["tolerance"] == pytest.approx(0.06)  # the partial run's
+    with pytest.raises(StudyError, match="none of the expected metrics files is there"):
+        tolerances.derived_tolerances(expectations, recorded, [tmp_path / "empty"], factor=2)
+
+
 def test_a_non_finite_metric_is_an_error_not_a_zero_deviation(tmp_path: Path) -> None:
     expectations = {FILE: {"test.acc": {"expected": 0, "tolerance": 0}}}
     recorded = run(tmp_path / "recorded", acc=0.8, loss=0.6)

@@ -8,7 +8,9 @@ cache), so nothing is restored from an earlier run. The metrics are then compare
 `.ci/expected/<profile>.json` (see `cifar_study.tooling.metrics_gate`); drift fails the command.
 `--update-expected` writes the reproduced values into that file instead, keeping its metrics and
 tolerances, for a deliberate update reviewed in `git diff`. `--seed N` makes a perturbed run (in
-build/reproduce/<profile>-seedN), from which `cifar_study.tooling.tolerances` sets the tolerances.
+build/reproduce/<profile>-seedN), from which `cifar_study.tooling.tolerances` sets the tolerances;
+`--stage evaluate@densenet` re-runs only that stage and those it depends on (one model's metrics,
+gated alone): a perturbed run of the noisier model at a fraction of the cost.
 """
 
 from __future__ import annotations
@@ -82,10 +84,11 @@ def stages_of(workspace: Path) -> set[str]:
     return set(listed.split())
 
 
-def repro_everything(workspace: Path) -> set[str]:
-    """Run every stage, streaming DVC's output; return the stages DVC reported running."""
+def repro_forced(workspace: Path, stage: str | None = None) -> set[str]:
+    """Run every stage (or `stage` and those it depends on), streaming DVC's output; return the
+    stages DVC reported running."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "dvc", "repro", "--force", "--no-run-cache"],
+        [sys.executable, "-m", "dvc", "repro", "--force", "--no-run-cache", *filter(None, [stage])],
         cwd=workspace,
         env=pipeline_env(),
         stdout=subprocess.PIPE,
@@ -121,6 +124,11 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="run with another seed: a perturbed run, for cifar_study.tooling.tolerances",
     )
+    parser.add_argument(
+        "--stage",
+        help="re-run only this stage and those it depends on (e.g. evaluate@densenet), gating"
+        " the metrics it writes: a partial perturbed run",
+    )
     args = parser.parse_args(argv)
     overrides = overrides_for(args.profile, args.source)
     run_name = args.profile
@@ -129,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError("--update-expected records the profile's own seed; drop --seed")
         overrides["seed"] = args.seed
         run_name = f"{args.profile}-seed{args.seed}"
+    if args.stage is not None:
+        if args.update_expected:
+            raise ConfigError("--update-expected records every stage's metrics; drop --stage")
+        run_name += "-" + args.stage.replace("@", "-")
     expected_path = args.expected or EXPECTED_DIR / f"{args.profile}.json"
     expectations = read_expectations(expected_path)  # a bad file fails before hours of training
     dest = args.dest or PROJECT_ROOT / "build" / "reproduce" / run_name
@@ -136,18 +148,27 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     workspace = create_workspace(dest, overrides)
     print(f"reproducing '{args.profile}' in {workspace} with {overrides}", flush=True)
-    ran = repro_everything(workspace)
-    not_run = stages_of(workspace) - ran
+    stages = stages_of(workspace)
+    if args.stage is not None and args.stage not in stages:
+        known = ", ".join(sorted(stages))
+        raise ConfigError(f"--stage {args.stage}: no such stage; known: {known}")
+    ran = repro_forced(workspace, args.stage)
+    not_run = {args.stage} - ran if args.stage else stages - ran
     if not_run:
         raise StudyError(f"stages not re-run: {', '.join(sorted(not_run))}")
     minutes = (time.monotonic() - start) / 60
-    print(f"\nall {len(ran)} stages re-run in {minutes:.1f} min\n", flush=True)
+    which = f"{args.stage} and those it depends on" if args.stage else "every stage"
+    print(f"\nall {len(ran)} stages re-run ({which}) in {minutes:.1f} min\n", flush=True)
 
     if args.update_expected:
         write_json(expected_path, updated_expectations(expectations, workspace))
         print(f"wrote the reproduced values into {expected_path}; review with `git diff`")
         return 0
     print(f"expected: {expected_path}")
+    if args.stage is not None:
+        written = {f: m for f, m in expectations.items() if (workspace / f).exists()}
+        print(f"gated: the metrics files {args.stage} and its dependencies wrote")
+        expectations = written or expectations
     return gate(expectations, workspace)
 
 

@@ -7,7 +7,8 @@ Another machine runs the same seed with other kernels and another summation orde
 that moves the metrics about as far as a change of seed does. So the perturbed runs are the
 same profile with another seed or thread count (`reproduce --seed N`, `OMP_NUM_THREADS=1`), and
 each tolerance is `factor` times the largest deviation from the recorded run seen among them,
-rounded up to two significant digits. The expected values become the recorded run's.
+rounded up to two significant digits. The expected values become the recorded run's. A partial
+run (`reproduce --stage`) counts for the metrics files it wrote; every metric needs one run.
 """
 
 from __future__ import annotations
@@ -47,12 +48,18 @@ def derived_tolerances(
     result = updated_expectations(expectations, recorded)
     largest: dict[tuple[str, str], float] = {}
     for run in perturbed:
-        for row in check(result, run):
+        written = {file: metrics for file, metrics in result.items() if (run / file).exists()}
+        if not written:
+            raise StudyError(f"{run}: none of the expected metrics files is there")
+        for row in check(written, run):
             if row["got"] is None or not math.isfinite(row["got"]):
                 found = "missing" if row["got"] is None else f"{row['got']}, not a finite number"
                 raise StudyError(f"{run}: {row['file']}: {row['metric']} is {found}")
             key = (row["file"], row["metric"])
             largest[key] = max(largest.get(key, 0.0), abs(row["got"] - row["expected"]))
+    unmeasured = [f"{f}: {m}" for f, ms in result.items() for m in ms if (f, m) not in largest]
+    if unmeasured:
+        raise StudyError("no perturbed run wrote " + ", ".join(unmeasured))
     for file, metrics in result.items():
         for metric, spec in metrics.items():
             spec["tolerance"] = round_up(factor * largest[(file, metric)])
