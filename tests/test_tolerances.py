@@ -9,6 +9,7 @@ import pytest
 
 from cifar_study.errors import ConfigError, StudyError
 from cifar_study.tooling import tolerances
+from cifar_study.tooling.workspace import PARTIAL_RUN
 
 FILE = "metrics/eval/resnet/metrics.json"
 
@@ -79,6 +80,12 @@ def test_a_partial_run_counts_for_the_files_it_wrote(tmp_path: Path) -> None:
     partial = tmp_path / "densenet-only"
     (partial / other).parent.mkdir(parents=True)
     (partial / other).write_text(json.dumps({"test": {"acc": 0.43}}))
+    # Unmarked, it is a run that failed to write the ResNet's metrics.
+    with pytest.raises(
+        StudyError, match=r"densenet-only: metrics/eval/resnet.*test.acc is missing"
+    ):
+        tolerances.derived_tolerances(expectations, recorded, [partial], factor=2)
+    (partial / PARTIAL_RUN).write_text("evaluate@densenet\n")
     with pytest.raises(StudyError, match=r"no perturbed run wrote metrics/eval/resnet.*test.acc"):
         tolerances.derived_tolerances(expectations, recorded, [partial], factor=2)
     whole = run(tmp_path / "seed1", acc=0.81, loss=0.6)
@@ -87,7 +94,9 @@ def test_a_partial_run_counts_for_the_files_it_wrote(tmp_path: Path) -> None:
     result = tolerances.derived_tolerances(expectations, recorded, [partial, whole], factor=2)
     assert result[FILE]["test.acc"]["tolerance"] == pytest.approx(0.02)
     assert result[other]["test.acc"]["tolerance"] == pytest.approx(0.06)  # the partial run's
-    with pytest.raises(StudyError, match="none of the expected metrics files is there"):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / PARTIAL_RUN).write_text("prepare\n")
+    with pytest.raises(StudyError, match="a partial run with none of the expected metrics files"):
         tolerances.derived_tolerances(expectations, recorded, [tmp_path / "empty"], factor=2)
 
 

@@ -66,6 +66,11 @@ def check(expectations: Expectations, root: Path) -> list[dict]:
     return rows
 
 
+def present(expectations: Expectations, root: Path) -> Expectations:
+    """The part of `expectations` whose metrics files exist under `root`."""
+    return {file: metrics for file, metrics in expectations.items() if (root / file).exists()}
+
+
 def format_table(rows: list[dict]) -> str:
     header = ("file", "metric", "expected", "got", "tolerance", "")
     lines = [header] + [

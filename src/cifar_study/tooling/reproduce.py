@@ -1,16 +1,17 @@
-"""Re-run the whole pipeline in a fresh workspace and hold its metrics to committed expectations.
+"""Re-run the pipeline in a fresh workspace and hold its metrics to committed expectations.
 
     python -m cifar_study.tooling.reproduce cifar10-cpu --source path/to/cifar10.tar.gz
     python -m cifar_study.tooling.reproduce digits
 
-Every stage runs again (`dvc repro --force --no-run-cache` in a new repository with an empty
-cache), so nothing is restored from an earlier run. The metrics are then compared with
+Every stage (or the `--stage` and those it depends on) runs again (`dvc repro --force
+--no-run-cache` in a new repository with an empty cache), so nothing is restored from an earlier
+run. The metrics are then compared with
 `.ci/expected/<profile>.json` (see `cifar_study.tooling.metrics_gate`); drift fails the command.
 `--update-expected` writes the reproduced values into that file instead, keeping its metrics and
 tolerances, for a deliberate update reviewed in `git diff`. `--seed N` makes a perturbed run (in
 build/reproduce/<profile>-seedN), from which `cifar_study.tooling.tolerances` sets the tolerances;
-`--stage evaluate@densenet` re-runs only that stage and those it depends on (one model's metrics,
-gated alone): a perturbed run of the noisier model at a fraction of the cost.
+`--stage evaluate@densenet` re-runs only that stage and those it depends on, and gates the metrics
+files they write: a perturbed run of one model at a fraction of the cost.
 """
 
 from __future__ import annotations
@@ -28,8 +29,19 @@ from cifar_study.errors import ConfigError, StudyError
 from cifar_study.fileio import write_json
 from cifar_study.recipes import read_recipe
 from cifar_study.tooling.demo import DEMO_OVERRIDES
-from cifar_study.tooling.metrics_gate import gate, read_expectations, updated_expectations
-from cifar_study.tooling.workspace import PROJECT_ROOT, create_workspace, pipeline_env, run_checked
+from cifar_study.tooling.metrics_gate import (
+    gate,
+    present,
+    read_expectations,
+    updated_expectations,
+)
+from cifar_study.tooling.workspace import (
+    PARTIAL_RUN,
+    PROJECT_ROOT,
+    create_workspace,
+    pipeline_env,
+    run_checked,
+)
 
 EXPECTED_DIR = PROJECT_ROOT / ".ci" / "expected"
 
@@ -111,7 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("profile", help="one of: " + ", ".join(sorted(PROFILES)))
     parser.add_argument("--source", type=Path, help="the CIFAR-10 copy (cifar10-* profiles)")
     parser.add_argument(
-        "--dest", type=Path, help="workspace (default build/reproduce/<profile>[-seedN])"
+        "--dest",
+        type=Path,
+        help="workspace (default build/reproduce/<profile>[-seedN][-STAGE, its @ as -])",
     )
     parser.add_argument("--expected", type=Path, help="default .ci/expected/<profile>.json")
     parser.add_argument(
@@ -140,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.stage is not None:
         if args.update_expected:
             raise ConfigError("--update-expected records every stage's metrics; drop --stage")
+        stages = stages_of(PROJECT_ROOT)  # the workspace's too: `foreach` lists are fixed
+        if args.stage not in stages:
+            known = ", ".join(sorted(stages))
+            raise ConfigError(f"--stage {args.stage}: no such stage; known: {known}")
         run_name += "-" + args.stage.replace("@", "-")
     expected_path = args.expected or EXPECTED_DIR / f"{args.profile}.json"
     expectations = read_expectations(expected_path)  # a bad file fails before hours of training
@@ -148,17 +166,19 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     workspace = create_workspace(dest, overrides)
     print(f"reproducing '{args.profile}' in {workspace} with {overrides}", flush=True)
-    stages = stages_of(workspace)
-    if args.stage is not None and args.stage not in stages:
-        known = ", ".join(sorted(stages))
-        raise ConfigError(f"--stage {args.stage}: no such stage; known: {known}")
+    if args.stage is not None:
+        (workspace / PARTIAL_RUN).write_text(args.stage + "\n")
     ran = repro_forced(workspace, args.stage)
-    not_run = {args.stage} - ran if args.stage else stages - ran
+    not_run = ({args.stage} if args.stage else stages_of(workspace)) - ran
     if not_run:
         raise StudyError(f"stages not re-run: {', '.join(sorted(not_run))}")
     minutes = (time.monotonic() - start) / 60
-    which = f"{args.stage} and those it depends on" if args.stage else "every stage"
-    print(f"\nall {len(ran)} stages re-run ({which}) in {minutes:.1f} min\n", flush=True)
+    which = (
+        f"{len(ran)} stages ({args.stage} and those it depends on)"
+        if args.stage
+        else f"all {len(ran)} stages"
+    )
+    print(f"\n{which} re-run in {minutes:.1f} min\n", flush=True)
 
     if args.update_expected:
         write_json(expected_path, updated_expectations(expectations, workspace))
@@ -166,9 +186,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"expected: {expected_path}")
     if args.stage is not None:
-        written = {f: m for f, m in expectations.items() if (workspace / f).exists()}
-        print(f"gated: the metrics files {args.stage} and its dependencies wrote")
-        expectations = written or expectations
+        expectations = present(expectations, workspace)
+        if not expectations:
+            raise StudyError(f"{args.stage} and those it depends on write no gated metrics file")
+        print(f"gated: the metrics files written by {args.stage} and those it depends on")
     return gate(expectations, workspace)
 
 

@@ -33,6 +33,9 @@ PROJECT_FILES = (
 )
 # Written into every workspace: only folders carrying it are ever deleted to be re-created.
 MARKER = ".cifar-study-workspace"
+# Written (holding the stage's name) where `reproduce --stage` re-ran one stage and those it
+# depends on: such a run lacks the other stages' metrics by design, not by failing.
+PARTIAL_RUN = ".partial-run"
 
 
 def create_workspace(dest: Path, overrides: Mapping[str, Any], root: Path = PROJECT_ROOT) -> Path:
