@@ -54,18 +54,18 @@ def compression(data: bytes) -> tuple[str, str]:
     return quality, sampling
 
 
-def jpeg_files(source: Path) -> Iterator[bytes]:
-    """The bytes of every .jpg/.jpeg file of a tar archive or folder, in a fixed order."""
+def jpeg_files(source: Path) -> Iterator[tuple[str, bytes]]:
+    """(path within `source`, bytes) of each .jpg/.jpeg of a tar or folder, in a fixed order."""
     suffixes = (".jpg", ".jpeg")
     if source.is_dir():
         for path in sorted(source.rglob("*")):
             if path.is_file() and path.suffix.lower() in suffixes:
-                yield path.read_bytes()
+                yield path.relative_to(source).as_posix(), path.read_bytes()
         return
     with tarfile.open(source) as tar:
         for member in tar:
             if member.isfile() and member.name.lower().endswith(suffixes):
-                yield tar.extractfile(member).read()
+                yield member.name, tar.extractfile(member).read()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         seen: collections.Counter[tuple[str, str]] = collections.Counter()
         count = size = 0
-        for data in jpeg_files(args.source):
+        for _, data in jpeg_files(args.source):
             if count % args.every == 0:
                 seen[compression(data)] += 1
             count += 1

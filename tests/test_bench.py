@@ -57,6 +57,29 @@ def test_jpeg_quality_reads_libjpegs_quality_and_subsampling(
     assert "no JPEG files" in capsys.readouterr().err
 
 
+def test_jpeg_recompress_writes_every_jpeg_at_the_quality_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tree = build_image_tree(tmp_path / "tree")  # 15 images, every other one a Pillow JPEG
+    archive = make_tar(tree, tmp_path / "copy.tar.gz")
+    main = script("jpeg_recompress.py")["main"]
+    dest = tmp_path / "q40"
+    assert main([str(archive), str(dest), "--quality", "40"]) == 0
+    written = sorted(p.relative_to(dest) for p in dest.rglob("*.jpg"))
+    assert written == sorted(p.relative_to(tree) for p in tree.rglob("*.jpg"))
+    assert not dest.with_name("q40.partial").exists()
+    assert script("jpeg_quality.py")["main"]([str(dest), "--every", "1"]) == 0
+    assert "quality 40, chroma 4:2:0: 6" in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # never over an existing folder
+        main([str(archive), str(dest), "--quality", "40"])
+    with pytest.raises(SystemExit):
+        main([str(archive), str(tmp_path / "q0"), "--quality", "0"])
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty"), str(tmp_path / "none"), "--quality", "40"]) == 1
+    assert "no JPEG files" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()
+
+
 def test_gpu_benchmark_runs_on_the_cpu(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     prepare(tiny_raw(n_train=12), tmp_path / "prepared", val_size=0.25, seed=0)
     tiny = "--device cpu --images 32 --batch-size 8 --tiny --modes eager --precisions fp32"
