@@ -5,8 +5,8 @@
 
 Every stage (or the `--stage` and those it depends on) runs again (`dvc repro --force
 --no-run-cache` in a new repository with an empty cache), so nothing is restored from an earlier
-run. The metrics are then compared with
-`.ci/expected/<profile>.json` (see `cifar_study.tooling.metrics_gate`); drift fails the command.
+run. The metrics are then compared with `.ci/expected/<profile>.json` (see
+`cifar_study.tooling.metrics_gate`); drift fails the command.
 `--update-expected` writes the reproduced values into that file instead, keeping its metrics and
 tolerances, for a deliberate update reviewed in `git diff`. `--seed N` makes a perturbed run (in
 build/reproduce/<profile>-seedN), from which `cifar_study.tooling.tolerances` sets the tolerances;
@@ -99,8 +99,9 @@ def stages_of(workspace: Path) -> set[str]:
 def repro_forced(workspace: Path, stage: str | None = None) -> set[str]:
     """Run every stage (or `stage` and those it depends on), streaming DVC's output; return the
     stages DVC reported running."""
+    targets = [stage] if stage else []
     process = subprocess.Popen(
-        [sys.executable, "-m", "dvc", "repro", "--force", "--no-run-cache", *filter(None, [stage])],
+        [sys.executable, "-m", "dvc", "repro", "--force", "--no-run-cache", *targets],
         cwd=workspace,
         env=pipeline_env(),
         stdout=subprocess.PIPE,
