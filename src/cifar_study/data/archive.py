@@ -41,7 +41,9 @@ def safe_extract(archive: Path, dest: Path) -> None:
             dest.mkdir(parents=True, exist_ok=True)
             tar.extractall(dest, members=members, filter="data")
     except _CORRUPT as exc:
-        raise DataError(f"{archive}: not a readable tar archive (corrupt or truncated?): {exc}") from None
+        raise DataError(
+            f"{archive}: not a readable tar archive (corrupt or truncated?): {exc}"
+        ) from None
 
 
 def _check_gzip_stream(archive: Path) -> None:
@@ -59,7 +61,8 @@ def _check_member(archive: Path, member: tarfile.TarInfo) -> None:
     name = PurePosixPath(member.name)
     if name.is_absolute() or ".." in name.parts:
         raise DataError(
-            f"{archive}: refusing member '{member.name}': it would be written outside the target folder"
+            f"{archive}: refusing member '{member.name}': "
+            "it would be written outside the target folder"
         )
     if not (member.isfile() or member.isdir()):
         kind = "link" if (member.issym() or member.islnk()) else "special file"

@@ -25,10 +25,14 @@ def load_images() -> tuple[np.ndarray, np.ndarray]:
     bunch = load_digits()
     # Pixel values run 0..16; stretch to the full byte range before resampling.
     small = (bunch.images * (255.0 / 16.0)).round().astype(np.uint8)
-    images = np.stack([
-        np.asarray(Image.fromarray(img).resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR))
-        for img in small
-    ])
+    images = np.stack(
+        [
+            np.asarray(
+                Image.fromarray(img).resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
+            )
+            for img in small
+        ]
+    )
     return np.repeat(images[..., None], 3, axis=-1), bunch.target.astype(np.int64)
 
 

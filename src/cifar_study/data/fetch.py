@@ -44,8 +44,11 @@ def download(
     for attempt in range(1, retries + 1):
         if last_error is not None:
             wait = backoff * 2 ** (attempt - 2)
-            print(f"download attempt {attempt - 1}/{retries} failed ({last_error}); "
-                  f"retrying in {wait:g}s", file=sys.stderr)
+            print(
+                f"download attempt {attempt - 1}/{retries} failed ({last_error}); "
+                f"retrying in {wait:g}s",
+                file=sys.stderr,
+            )
             time.sleep(wait)
         try:
             with atomic_path(dest) as tmp:
@@ -58,7 +61,9 @@ def download(
             return
         except urllib.error.HTTPError as exc:
             if exc.code < 500:  # the server answered: asking again gets the same answer
-                raise DownloadError(f"could not download {url}: HTTP {exc.code} {exc.reason}") from None
+                raise DownloadError(
+                    f"could not download {url}: HTTP {exc.code} {exc.reason}"
+                ) from None
             last_error = exc
         except (OSError, http.client.HTTPException) as exc:
             # URLError, timeouts, resets, TLS errors and cut transfers: worth another try.
@@ -75,7 +80,9 @@ class _HttpsOnlyRedirects(urllib.request.HTTPRedirectHandler):
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[override]
         if urllib.parse.urlsplit(newurl).scheme != "https":
-            raise urllib.error.HTTPError(newurl, 403, "redirect away from https refused", headers, fp)
+            raise urllib.error.HTTPError(
+                newurl, 403, "redirect away from https refused", headers, fp
+            )
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
@@ -87,8 +94,14 @@ def _stream(url: str, path: Path, timeout: float) -> str:
     digest = hashlib.md5()
     with _OPENER.open(url, timeout=timeout) as response, open(path, "wb") as out:
         total = int(response.headers.get("Content-Length") or 0) or None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=Path(url).name,
-                  disable=None, file=sys.stderr) as bar:
+        with tqdm(
+            total=total,
+            unit="B",
+            unit_scale=True,
+            desc=Path(url).name,
+            disable=None,
+            file=sys.stderr,
+        ) as bar:
             received = 0
             while chunk := response.read(_CHUNK):
                 out.write(chunk)

@@ -7,10 +7,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # stages run headless; never try to open a window
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from cifar_study.fileio import atomic_path  # noqa: E402
+from cifar_study.fileio import atomic_path
 
 
 def save_sample_grid(
