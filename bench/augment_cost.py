@@ -20,6 +20,7 @@ import torch
 from training_step import training_step
 
 from cifar_study.architectures import ResNetSettings
+from cifar_study.cli import positive_int, user_errors_exit
 from cifar_study.config import load_params
 from cifar_study.device import resolve_runtime
 from cifar_study.models import build_model
@@ -39,11 +40,14 @@ def median_seconds(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def main(argv: list[str] | None = None) -> None:
+@user_errors_exit
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--width", type=int, default=32, help="ResNet width (32: the study's)")
+    parser.add_argument("--batch-size", type=positive_int, default=512)
+    parser.add_argument("--repeats", type=positive_int, default=20)
+    parser.add_argument(
+        "--width", type=positive_int, default=32, help="ResNet width (32: the study's)"
+    )
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     n = args.batch_size
@@ -78,7 +82,8 @@ def main(argv: list[str] | None = None) -> None:
         total += seconds
         print(f"{name:<22}{seconds * 1e3:>12.2f}{seconds / step_s:>17.1%}")
     print(f"{'all of them':<22}{total * 1e3:>12.2f}{total / step_s:>17.1%}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -3,9 +3,10 @@
     python bench/densenet_profile.py [--batch-size 64] [--steps 3] [--device cpu]
 
 Profiles forward + backward + SGD update of the configured DenseNet (params.yaml) with
-torch.profiler for fp32 and bf16, NCHW and channels_last, and prints the step time and the share
-of the operators' own time (forward and backward) taken by convolutions, BatchNorm,
-concatenation, ReLU and the rest. The ResNet is measured beside it for scale.
+torch.profiler for fp32 and the device's native half precision (if it has one), NCHW and
+channels_last, and prints the step time and the share of the operators' own time (forward and
+backward) taken by convolutions, BatchNorm, concatenation, ReLU and the rest. The ResNet is
+measured beside it for scale.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from torch.profiler import ProfilerActivity, profile
 from training_step import training_step
 
 from cifar_study.architectures import ModelSettings
-from cifar_study.config import load_params
+from cifar_study.cli import positive_int, user_errors_exit
+from cifar_study.config import PRECISIONS, load_params
 from cifar_study.device import Runtime, resolve_runtime
 from cifar_study.models import build_model
 
@@ -72,21 +74,29 @@ def measure(
     return seconds, {kind: value / total for kind, value in shares.items()}
 
 
-def main(argv: list[str] | None = None) -> None:
+@user_errors_exit
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--steps", type=positive_int, default=3)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=[p for p in PRECISIONS if p != "auto"],
+        help="default: fp32 and the device's half precision, if it has a native one",
+    )
     parser.add_argument("--tiny", action="store_true", help="tiny networks, for a smoke run")
     args = parser.parse_args(argv)
+    half = resolve_runtime(args.device, "auto", False).precision_name  # checks the device too
+    precisions = args.precisions or list(dict.fromkeys(["fp32", half]))
     params = load_params(ROOT / "params.yaml")
     tiny = {"densenet": {"growth_rate": 4, "blocks": (2, 2)}, "resnet": {"width": 4}}
     kinds = ["convolution", "batchnorm", "concatenation", "relu", "other"]
     print(f"batch {args.batch_size}, {torch.get_num_threads()} threads, device {args.device}")
     header = f"{'model':10}{'setting':22}{'s/step':>8}{'img/s':>8}  "
     print(header + "".join(f"{k:>14}" for k in kinds))
-    for precision in args.precisions:
+    for precision in precisions:
         for channels_last in (False, True):
             runtime = resolve_runtime(args.device, precision, channels_last)
             setting = f"{precision} {'channels_last' if channels_last else 'NCHW'}"
@@ -99,7 +109,8 @@ def main(argv: list[str] | None = None) -> None:
                 print(
                     f"{name:10}{setting:22}{seconds:>8.3f}{args.batch_size / seconds:>8.0f}  {row}"
                 )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cifar_study.cli import positive_int, user_errors_exit
 from cifar_study.config import Params, load_params
 from cifar_study.data.prepared import PreparedData, Split, load_prepared
 from cifar_study.device import Runtime, resolve_runtime
@@ -147,14 +148,21 @@ def time_to_accuracy(
     return f"not reached in {elapsed:.0f} s ({epoch} epochs, last validation accuracy {best:.2%})"
 
 
-def main(argv: list[str] | None = None) -> None:
+@user_errors_exit
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda", help="cuda (the point) or cpu (a smoke run)")
     parser.add_argument("--models", nargs="+", default=["resnet", "densenet"])
-    parser.add_argument("--images", type=int, default=25_600, help="random images per epoch")
-    parser.add_argument("--epochs", type=int, default=2, help="timed epochs per setting")
-    parser.add_argument("--batch-size", type=int, default=None, help="default: params.yaml's")
-    parser.add_argument("--steps", type=int, default=20, help="steps timed in the breakdown")
+    parser.add_argument(
+        "--images", type=positive_int, default=25_600, help="random images per epoch"
+    )
+    parser.add_argument("--epochs", type=positive_int, default=2, help="timed epochs per setting")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=None, help="default: params.yaml's"
+    )
+    parser.add_argument(
+        "--steps", type=positive_int, default=20, help="steps timed in the breakdown"
+    )
     parser.add_argument("--tiny", action="store_true", help="tiny networks, for a smoke run")
     parser.add_argument("--modes", nargs="+", default=["eager", "compile"], help="eager, compile")
     parser.add_argument(
@@ -204,7 +212,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\nresnet, committed recipe ({runtime.precision_name}, compile={runtime.compile}):")
         result = time_to_accuracy(params, runtime, prepared, args.target, args.budget_s, args.tiny)
         print(f"  {result}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -34,6 +34,8 @@ import yaml
 
 from cifar_study import config
 from cifar_study.config import ConfigError
+from cifar_study.data.prepared import read_summary
+from cifar_study.errors import StudyError
 from cifar_study.fileio import atomic_path
 from cifar_study.recipes import read_recipe, recipe_file
 
@@ -47,6 +49,36 @@ def checked(params: dict, label: str, overrides: Callable[[], Mapping[str, Any]]
         return config.overridden(params, overrides(), "its params")
     except ConfigError as exc:
         raise SystemExit(f"{label}: {exc}") from None
+
+
+def exits_on_error(check: Callable[..., Any]) -> Callable[..., Any]:
+    """`check`, turned into an exit with its message when it finds a StudyError."""
+
+    @functools.wraps(check)
+    def wrapper(*args: Any) -> Any:
+        try:
+            return check(*args)
+        except StudyError as exc:
+            raise SystemExit(str(exc)) from None
+
+    return wrapper
+
+
+@exits_on_error
+def checked_base(params_file: Path, model: str) -> dict:
+    """The params file's content, once it and the model's name are checked."""
+    raw = config.read_params_file(params_file)
+    config.parse_params(raw, source=str(params_file)).model(model)
+    return raw
+
+
+@exits_on_error
+def check_validation_split(data: Path) -> None:
+    """Selection reads the validation split: prepared data without one is refused."""
+    if not read_summary(data)["counts"].get("val", {}).get("total", 0):
+        raise StudyError(
+            f"{data} has no validation split to choose on: prepare it with val_size > 0"
+        )
 
 
 def overridden(params: dict, variant: str, label: str = "variant") -> dict:
@@ -223,8 +255,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.parallel < 0:
         parser.error(f"--parallel must be 0 (all) or a positive count, got {args.parallel}")
 
-    base = yaml.safe_load(args.params.read_text())
+    base = checked_base(args.params, args.model)
     plans = checked_variants(base, args.variants, args.base, args.recipe, args.recipes)
+    check_validation_split(args.data)
     folders = {variant: args.out / f"v{index}" for index, variant in enumerate(plans)}
     starts = {
         variant: functools.partial(
@@ -236,6 +269,8 @@ def main(argv: list[str] | None = None) -> None:
     finished = report(plans, folders, runs)
     if stopped:
         raise SystemExit("stopped by a signal: the table above is what the variants logged")
+    if not finished:
+        raise SystemExit(f"no variant finished: see each one's train.log under {args.out}")
     if args.apply_best:
         if not finished:
             raise SystemExit("no variant finished with a validation curve: nothing to apply")

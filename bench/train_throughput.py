@@ -26,6 +26,7 @@ import torchvision.transforms as T
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from cifar_study.cli import positive_int, user_errors_exit
 from cifar_study.config import load_params
 from cifar_study.data.prepared import PreparedData, Split
 from cifar_study.device import resolve_runtime
@@ -63,16 +64,17 @@ def baseline_epoch(model: torch.nn.Module, loader: DataLoader) -> float:
     return seen / (time.perf_counter() - start)
 
 
-def main() -> None:
+@user_errors_exit
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="resnet", help="registered model name")
-    parser.add_argument("--batch-size", type=int, default=512)
-    parser.add_argument("--images", type=int, default=5120, help="images per timed epoch")
-    parser.add_argument("--runs", type=int, default=3, help="timed epochs per loop")
+    parser.add_argument("--batch-size", type=positive_int, default=512)
+    parser.add_argument("--images", type=positive_int, default=5120, help="images per timed epoch")
+    parser.add_argument("--runs", type=positive_int, default=3, help="timed epochs per loop")
     parser.add_argument(
         "--compile", action="store_true", help="torch.compile the engine's model (params: false)"
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, size=(args.images, 32, 32, 3), dtype=np.uint8)
@@ -141,7 +143,8 @@ def main() -> None:
         f"compile={runtime.compile}, on-device data): {engine:8.1f} images/s"
     )
     print(f"speed-up: {engine / baseline:.2f}x")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

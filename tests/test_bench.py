@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 from PIL import Image
 from training_helpers import TINY_PIPELINE, build_image_tree, make_tar, tiny_raw
 
 from cifar_study.data.prepared import prepare
+from cifar_study.device import resolve_runtime
 from cifar_study.tooling.workspace import create_workspace, pipeline_env
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
@@ -105,6 +107,57 @@ def test_densenet_profile_prints_a_row_per_model_and_setting(
     assert all(line.count("%") == 5 for line in rows)
 
 
+def test_densenet_profile_defaults_to_the_precisions_this_device_has(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert (
+        script("densenet_profile.py")["main"](["--batch-size", "2", "--steps", "1", "--tiny"]) == 0
+    )
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    half = resolve_runtime("cpu", "auto", False).precision_name  # fp32 where none is native
+    assert {row[1] for row in rows} == {"fp32", half}
+
+
+@pytest.mark.parametrize(
+    ("name", "args"),
+    [
+        ("augment_cost.py", ["--repeats", "0"]),
+        ("densenet_profile.py", ["--steps", "0"]),
+        ("densenet_profile.py", ["--precisions", "fp8"]),
+        ("gpu.py", ["--images", "-5"]),
+        ("train_throughput.py", ["--runs", "x"]),
+    ],
+)
+def test_bench_scripts_refuse_bad_counts_and_choices(
+    name: str, args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        script(name)["main"](args)
+    assert exited.value.code == 2
+    assert "error: argument" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without")
+@pytest.mark.parametrize("name", ["gpu.py", "densenet_profile.py"])
+def test_bench_scripts_refuse_a_missing_gpu_in_one_line(
+    name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert script(name)["main"](["--device", "cuda", "--tiny"]) == 1
+    assert capsys.readouterr().err == (
+        "error: device = 'cuda', but no CUDA device is available; use auto/cpu\n"
+    )
+
+
+def test_train_throughput_prints_both_loops(capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        script("train_throughput.py")["main"](
+            ["--batch-size", "8", "--images", "16", "--runs", "1"]
+        )
+        == 0
+    )
+    assert "speed-up: " in capsys.readouterr().out
+
+
 def test_recipe_sweep_applies_overrides_and_refuses_unknown_keys() -> None:
     overridden = script("recipe_sweep.py")["overridden"]
     params = {"lr": 0.4, "resnet": {"dropout": 0.0}}
@@ -134,6 +187,42 @@ def test_recipe_sweep_checks_every_variant_before_training(
             [*variants, "--data", str(tmp_path), "--out", str(tmp_path / "sweep")]
         )
     assert not (tmp_path / "sweep").exists()  # nothing started
+
+
+@pytest.mark.parametrize(
+    ("args", "val_size", "message"),
+    [
+        (["--params", "missing.yaml"], 0.25, "params file not found: missing.yaml"),
+        (["--model", "vgg"], 0.25, "known models: densenet, resnet"),
+        ([], 0, "has no validation split to choose on"),
+        (["--data", "nowhere"], 0.25, r"nowhere/dataset\.json is missing"),
+    ],
+)
+def test_recipe_sweep_checks_its_inputs_before_training(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    val_size: float,
+    message: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    prepare(tiny_raw(n_train=12), tmp_path / "prepared", val_size=val_size, seed=0)
+    with pytest.raises(SystemExit, match=message):
+        script("recipe_sweep.py")["main"](["base", "--data", "prepared", "--out", "sweep", *args])
+    assert not (tmp_path / "sweep").exists()  # nothing started
+
+
+def test_recipe_sweep_fails_when_no_variant_finishes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prepare(tiny_raw(n_train=12), tmp_path / "prepared", val_size=0.25, seed=0)
+    variant = "batch_size=512"  # more than the 9 training images: the train stage refuses it
+    with pytest.raises(SystemExit, match=r"no variant finished: see each one's train\.log"):
+        script("recipe_sweep.py")["main"](
+            [variant, "--data", str(tmp_path / "prepared"), "--out", str(tmp_path / "sweep")]
+        )
+    assert capsys.readouterr().out.splitlines()[-1].split()[-1] == "1"  # its exit status
+    assert "batch_size" in (tmp_path / "sweep" / "v0" / "train.log").read_text()
 
 
 def test_recipe_sweep_starts_from_the_recipe_then_base_then_the_variant(tmp_path: Path) -> None:

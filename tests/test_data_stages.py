@@ -196,3 +196,26 @@ def test_prepare_keeps_old_outputs_when_raw_data_changed(
     assert prepare.main(args) == 1
     assert "does not match the manifest" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+@pytest.mark.parametrize("stage", ["download", "prepare"])
+def test_a_folder_of_other_files_is_refused_as_output_and_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], digits_raw: Path, stage: str
+) -> None:
+    params = write_params(tmp_path, "data:\n  source: digits\n")
+    out = tmp_path / "data"  # `--out data`, forgetting `/raw` or `/prepared`
+    (out / "external").mkdir(parents=True)
+    (out / "external" / "cifar.tar.gz").write_bytes(b"a user's own archive")
+    args = ["--params", str(params), "--out", str(out)]
+    if stage == "download":
+        code = download.main(args)
+    else:
+        code = prepare.main([*args, "--raw", str(digits_raw), "--samples", str(tmp_path / "s.png")])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith(f"error: {out}: holds files but no ") and err.count("\n") == 1
+    assert [p.relative_to(out).as_posix() for p in sorted(out.rglob("*"))] == [
+        "external",
+        "external/cifar.tar.gz",
+    ]
+    assert not (tmp_path / "s.png").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import signal
 import socket
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -313,12 +314,60 @@ class _Payload:
         return (print, ("this must never run",))
 
 
-def test_a_checkpoint_carrying_a_pickle_payload_is_refused(tmp_path: Path, capsys) -> None:
-    path = tmp_path / "evil.pt"
-    torch.save({"model": _Payload()}, path)
-    with pytest.raises(StudyError, match="cannot be loaded safely"):
+def _truncated_checkpoint(path: Path) -> None:
+    save_checkpoint({"weights": torch.zeros(1000)}, path)
+    path.write_bytes(path.read_bytes()[:500])
+
+
+def _other_zip(path: Path) -> None:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("notes.txt", "not a checkpoint")
+
+
+_UNLOADABLE = {
+    "pickle-payload": (
+        lambda path: torch.save({"model": _Payload()}, path),
+        "cannot be loaded safely: it holds pickled Python objects (print), which are refused",
+    ),
+    "garbage": (lambda path: path.write_bytes(b"garbage\n"), "is not a torch file"),
+    "empty": (lambda path: path.write_bytes(b""), "is not a torch file"),
+    "truncated": (_truncated_checkpoint, "is not a torch file"),
+    "other-zip": (_other_zip, "is not a tensors-only torch checkpoint"),
+}
+
+
+@pytest.mark.parametrize(("write", "message"), _UNLOADABLE.values(), ids=_UNLOADABLE)
+def test_an_unloadable_checkpoint_says_what_it_is_not_without_torchs_advice(
+    tmp_path: Path, capsys: pytest.CaptureFixture, write: Callable[[Path], None], message: str
+) -> None:
+    path = tmp_path / "ckpt.pt"
+    write(path)
+    with pytest.raises(StudyError) as info:
         load_checkpoint(path)
+    text = str(info.value)
+    assert text.startswith(f"{path} ") and message in text
+    assert "weights_only" not in text and "\x1b" not in text and "\n" not in text
     assert "must never run" not in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("write", "reason"),
+    [
+        (lambda path: path.write_bytes(b"garbage\n"), "is not a torch file"),
+        (lambda path: torch.save([1, 2], path), "holds a list, not a training checkpoint"),
+    ],
+    ids=["corrupt", "not-a-dict"],
+)
+def test_a_checkpoint_that_cannot_be_resumed_says_to_delete_it(
+    tmp_path: Path, write: Callable[[Path], None], reason: str
+) -> None:
+    trainer = _trainer(tmp_path)
+    write(trainer.checkpoint_path)
+    with pytest.raises(StudyError) as info:
+        trainer.resume()
+    path, text = trainer.checkpoint_path, str(info.value)
+    assert text.startswith(f"{path} {reason}")
+    assert text.endswith(f"; delete {path} (or move it away) to start training from scratch")
 
 
 # -- data parallel ----------------------------------------------------------------------------

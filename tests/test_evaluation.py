@@ -103,6 +103,7 @@ def test_markdown_report_has_every_model_and_the_gap() -> None:
         "test_acc": 0.9,
         "test_acc_flip_tta": 0.91,
         "parameters": 1_000_000,
+        "test_acc_per_million_parameters": 0.9,
         "macs_per_image": 10,
         "train_time_s": 10.0,
     }
@@ -111,6 +112,7 @@ def test_markdown_report_has_every_model_and_the_gap() -> None:
         "test_acc": 0.8,
         "test_acc_flip_tta": 0.82,
         "parameters": 1_100_000,
+        "test_acc_per_million_parameters": 0.8 / 1.1,
         "macs_per_image": 20,
         "train_time_s": 30.0,
     }
@@ -133,6 +135,8 @@ def test_markdown_report_has_every_model_and_the_gap() -> None:
     assert first_line.endswith("not clearly more than chance.**")
     assert text.index(first_line) < text.index("context") < text.index("| Test accuracy")
     assert "| Test accuracy (final weights) | 90.00% | 80.00% |" in text
+    # Accuracy is a fraction: 0.9 per million parameters is 90 percentage points, not "90.00%".
+    assert "| Test accuracy per million parameters | 90.0 points | 72.7 points |" in text
     assert (
         "The a's test accuracy is 10.00 percentage points higher than the b's (9.00 percentage "
         "points higher with flip TTA); the b has 1.10× the parameters, 2.00× the "
@@ -409,6 +413,17 @@ def test_compare_refuses_models_evaluated_on_different_images(
     assert compare.main([*args, "--report", str(root / "report")]) == 1
     assert "were evaluated on different test images" in capsys.readouterr().err
     assert not (root / "c.json").exists()
+
+
+def test_compare_refuses_a_model_named_twice(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A repeated name would silently collapse into one row and compare against nothing."""
+    args = ["--models", "resnet", "resnet", "--model-root", str(tmp_path / "models")]
+    args += ["--eval-root", str(tmp_path / "eval"), "--out", str(tmp_path / "c.json")]
+    with pytest.raises(SystemExit) as exit_info:
+        compare.main([*args, "--report", str(tmp_path / "report")])
+    assert exit_info.value.code == 2
+    assert "--models names resnet more than once; name each model once" in capsys.readouterr().err
+    assert not (tmp_path / "c.json").exists()
 
 
 def test_predict_classifies_good_files_and_names_bad_ones(

@@ -296,6 +296,7 @@ def test_summary_counts_add_up(raw: RawDataset, tmp_path: Path, val_size: float)
 def test_prepare_replaces_the_folder_whole(raw: RawDataset, tmp_path: Path) -> None:
     out = tmp_path / "prepared"
     out.mkdir()
+    (out / "dataset.json").write_text("{}")  # an earlier output of prepare
     (out / "stale.npy").write_bytes(b"old")
     prepare(raw, out, val_size=0.0, seed=0)
     assert not (out / "stale.npy").exists()

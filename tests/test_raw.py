@@ -157,19 +157,19 @@ BAD_IMAGE_CASES = [
     pytest.param(
         _replace("train/dog/img0.png", lambda p: p.write_bytes(os.urandom(64) + b"garbage")),
         "train/dog/img0.png",
-        "unreadable image",
+        "not a readable image",
         id="garbage-png",
     ),
     pytest.param(
         _replace("train/dog/img0.png", lambda p: p.write_bytes(b"")),
         "train/dog/img0.png",
-        "unreadable image",
+        "not a readable image",
         id="empty-png",
     ),
     pytest.param(
         _replace("train/cat/img1.jpg", _truncated_jpeg),
         "train/cat/img1.jpg",
-        "unreadable image",
+        "not a readable image",
         id="truncated-jpeg",
     ),
     pytest.param(

@@ -542,6 +542,22 @@ def test_disk_full_during_model_export_is_a_one_line_error(
     assert target in err and NO_SPACE in err
 
 
+# --------------------------------------------------------------------------- output folders
+
+
+@pytest.mark.parametrize("out", [".", "..", "run/models"])
+def test_train_refuses_an_output_folder_it_did_not_write_before_training(
+    project: Path, capsys: pytest.CaptureFixture, out: str
+) -> None:
+    before = snapshot(project)
+    args = stage_args()
+    args[args.index("--out") + 1] = out
+    capsys.readouterr()
+    assert exit_status(train.main, args) == 1
+    assert one_error_line(capsys.readouterr().err).startswith(f"error: {out}: ")
+    assert snapshot(project) == before  # nothing deleted, and no checkpoint: nothing trained
+
+
 # --------------------------------------------------------------------------- full disk: prepare
 
 

@@ -115,12 +115,31 @@ def test_the_converted_folder_records_its_source(tmp_path: Path, study_model: St
     assert len(info["converted_from"]["sha256"]) == 64
 
 
+@pytest.mark.parametrize("out", [".", "models"])
+def test_a_folder_it_did_not_write_is_never_replaced(
+    tmp_path: Path,
+    study_model: StudyResNet,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    out: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    torch.save(study_model.state_dict(), "study.pth")
+    Path("models/resnet").mkdir(parents=True)
+    Path("models/resnet/model.json").write_text("{}")
+    before = sorted(p.as_posix() for p in Path().rglob("*"))
+    assert study_weights.main(["study.pth", "--out", out]) == 1
+    assert sorted(p.as_posix() for p in Path().rglob("*")) == before  # nothing deleted
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {out}: ") and err.count("\n") == 1
+
+
 def _refusal(tmp_path: Path, state: object, capsys: pytest.CaptureFixture[str]) -> str:
     torch.save(state, tmp_path / "bad.pth")
     (tmp_path / "m").mkdir()
-    (tmp_path / "m" / "keep.txt").write_text("previous model")
+    (tmp_path / "m" / "model.json").write_text("previous model")
     assert study_weights.main([str(tmp_path / "bad.pth"), "--out", str(tmp_path / "m")]) == 1
-    assert (tmp_path / "m" / "keep.txt").read_text() == "previous model"  # nothing replaced
+    assert (tmp_path / "m" / "model.json").read_text() == "previous model"  # nothing replaced
     return capsys.readouterr().err
 
 

@@ -87,12 +87,13 @@ def test_modified_prepared_data_is_refused(project: Path, capsys: pytest.Capture
     assert "train_labels.npy: sha256" in capsys.readouterr().err
 
 
-def _run_stage(args: list[str], cwd: Path) -> subprocess.Popen:
+def _run_stage(args: list[str], cwd: Path, stderr: int = subprocess.STDOUT) -> subprocess.Popen:
+    """The stage as a process, its stderr merged into stdout unless `stderr` says otherwise."""
     return subprocess.Popen(
         [sys.executable, "-m", "cifar_study.stages.train", *args],
         cwd=cwd,
         stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        stderr=stderr,
         text=True,
     )
 
@@ -102,15 +103,16 @@ def test_sigterm_saves_and_a_rerun_resumes_to_the_identical_result(project: Path
     straight = _run_stage(stage_args(run="straight"), project)
     assert straight.wait(timeout=300) == 0, straight.stdout.read()
 
-    interrupted = _run_stage(stage_args(run="resumed"), project)
+    interrupted = _run_stage(stage_args(run="resumed"), project, stderr=subprocess.PIPE)
     checkpoint = project / "resumed" / "checkpoints" / "resnet" / "last.pt"
     deadline = time.monotonic() + 120
     while not checkpoint.exists() and time.monotonic() < deadline:  # first epoch done
         time.sleep(0.01)
     interrupted.send_signal(signal.SIGTERM)
-    output = interrupted.communicate(timeout=120)[0]
-    assert interrupted.returncode == 128 + signal.SIGTERM, output
-    assert "stopped by SIGTERM; checkpoint saved" in output
+    output, err = interrupted.communicate(timeout=120)
+    assert interrupted.returncode == 128 + signal.SIGTERM, output + err
+    assert "error: stopped by SIGTERM; checkpoint saved" in err, err
+    assert "stopped by SIGTERM" not in output
     assert not (project / "resumed" / "models").exists()  # nothing exported from a partial run
 
     rerun = _run_stage(stage_args(run="resumed"), project)

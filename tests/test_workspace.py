@@ -9,7 +9,7 @@ import pytest
 
 from cifar_study.errors import ConfigError
 from cifar_study.tooling import demo, reproduce
-from cifar_study.tooling.workspace import MARKER, clear_workspace
+from cifar_study.tooling.workspace import MARKER, clear_workspace, create_workspace
 
 
 def test_a_marked_workspace_is_cleared(tmp_path: Path) -> None:
@@ -45,3 +45,11 @@ def test_commands_refuse_a_dest_they_did_not_make(
     assert main(["--dest", str(tmp_path)]) == 1
     assert "refusing to replace it" in capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_bad_overrides_leave_the_previous_workspace_as_it_was(tmp_path: Path) -> None:
+    (tmp_path / "ws" / "metrics").mkdir(parents=True)
+    (tmp_path / "ws" / MARKER).touch()
+    with pytest.raises(ConfigError, match=r"workspace overrides: .*seed"):
+        create_workspace(tmp_path / "ws", {"seed": -1})
+    assert sorted(p.name for p in (tmp_path / "ws").iterdir()) == [MARKER, "metrics"]

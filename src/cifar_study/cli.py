@@ -1,7 +1,8 @@
 """What every stage's command line shares: errors a user can fix end in one line and exit 1.
 
-That includes the file system's own errors (a full disk, a read-only folder): products are
-written atomically, so one line is all the user needs and the previous outputs are intact.
+That includes the file system's own errors (a full disk, a read-only folder). Model and data
+folders are written atomically (`fileio`), so they stay whole; metrics and plots, which DVCLive
+writes as it goes, may not, and DVC then records the stage as failed until it runs again.
 """
 
 from __future__ import annotations
@@ -27,12 +28,21 @@ def user_errors_exit(main: Callable[[list[str] | None], int]) -> Callable[[list[
             return 1
         except OSError as exc:
             where = f"{exc.filename}: " if exc.filename else ""
-            print(
-                f"error: {where}{exc.strerror or exc}; previous outputs are kept", file=sys.stderr
-            )
+            print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
             return 1
 
     return wrapper
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (a count of images, steps, repeats...)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
 
 
 def scoring_parser(doc: str, plots_help: str) -> argparse.ArgumentParser:

@@ -277,13 +277,18 @@ def set_dotted(params: dict, key: str, value: Any) -> None:
     """Set `a.b.c` in a nested dict, as `dvc exp run -S a.b.c=value` does: every key on the
     way must already exist."""
     *parents, last = key.split(".")
-    node = params
-    for part in parents:
-        node = node.get(part) if isinstance(node, dict) else None
-        if node is None:
-            break
-    if not isinstance(node, dict) or last not in node:
-        raise ConfigError(f"params.yaml has no key '{key}'")
+    node: Any = params
+    for depth, part in enumerate(key.split(".")):
+        if not isinstance(node, dict):
+            value = ".".join(parents[:depth])
+            raise ConfigError(f"params.yaml has no key '{key}': {value} is a value, not a section")
+        if part not in node:
+            where = f"under {'.'.join(parents[:depth])}" if depth else "at the top level"
+            raise ConfigError(
+                f"params.yaml has no key '{key}'; keys {where}: {', '.join(map(str, node))}"
+            )
+        if depth < len(parents):
+            node = node[part]
     node[last] = value
 
 
@@ -323,8 +328,9 @@ def overridden(raw: dict, overrides: Mapping[str, Any], source: str) -> dict:
     return params
 
 
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Load and validate a params file; raise ConfigError naming the first bad key."""
+def read_params_file(path: str | Path) -> Any:
+    """A params file's content as parsed YAML, not yet validated (an empty file is {});
+    ConfigError naming the file when it is missing, unreadable or not YAML."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text())
@@ -334,7 +340,12 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise ConfigError(f"cannot read params file {path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-    return parse_params(raw if raw is not None else {}, source=str(path))
+    return raw if raw is not None else {}
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Load and validate a params file; raise ConfigError naming the first bad key."""
+    return parse_params(read_params_file(path), source=str(path))
 
 
 def parse_params(raw: Any, source: str = "params") -> Params:

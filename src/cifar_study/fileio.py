@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from cifar_study.errors import StudyError
+
 _CHUNK = 1 << 20
 
 
@@ -34,10 +36,34 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-@contextlib.contextmanager
-def atomic_dir(target: str | Path) -> Iterator[Path]:
-    """Yield an empty temporary folder beside `target`; on success it replaces `target` whole."""
+def check_replaceable(target: str | Path, marker: str) -> None:
+    """Refuse an output folder whose replacement would delete what this step did not write: the
+    working folder or one above it, a file, or a non-empty folder without `marker` in it."""
     target = Path(target)
+    resolved, here = target.resolve(), Path.cwd().resolve()
+    if resolved == here or resolved in here.parents:
+        raise StudyError(
+            f"{target}: the output would replace the working folder or one above it; "
+            "name a folder of its own"
+        )
+    if resolved.exists() and not resolved.is_dir():
+        raise StudyError(f"{target}: is a file; the output must be a folder")
+    if resolved.is_dir() and any(resolved.iterdir()) and not (resolved / marker).is_file():
+        raise StudyError(
+            f"{target}: holds files but no {marker}, so it is not an earlier output of this step "
+            "and replacing it would delete them; name a new or empty folder, or remove it first"
+        )
+
+
+@contextlib.contextmanager
+def atomic_dir(target: str | Path, marker: str) -> Iterator[Path]:
+    """Yield an empty temporary folder beside `target`; on success it replaces `target` whole.
+
+    `target` is checked first (`check_replaceable`): only an earlier output, which holds
+    `marker`, or an empty folder is ever replaced.
+    """
+    target = Path(target)
+    check_replaceable(target, marker)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     try:

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from cifar_study.card import ModelCard, Normalization
 from cifar_study.data.prepared import Split, load_prepared
+from cifar_study.data.raw import load_image
 from cifar_study.device import DeviceSplit, Runtime, split_logits
 from cifar_study.errors import DataError, StudyError
 from cifar_study.fileio import atomic_dir, write_json
@@ -17,6 +18,8 @@ from cifar_study.models import build_model
 from cifar_study.training.checkpoint import load_checkpoint
 
 IMAGE_SIZE = 32
+UINT16_MAX = 65535
+CARD = "model.json"  # beside model.pt; its presence marks a folder as a model folder
 PREDICT_RUNTIME = Runtime(torch.device("cpu"), amp_dtype=None, channels_last=False, compile=False)
 
 
@@ -28,9 +31,9 @@ def save_trained(out: Path, state: dict[str, torch.Tensor], card: ModelCard) -> 
     """
     writers = {
         "model.pt": lambda path: torch.save(state, path),
-        "model.json": lambda path: write_json(path, card.to_json()),
+        CARD: lambda path: write_json(path, card.to_json()),
     }
-    with atomic_dir(out) as staging:
+    with atomic_dir(out, CARD) as staging:
         for name, write in writers.items():
             try:
                 write(staging / name)
@@ -44,7 +47,7 @@ def save_trained(out: Path, state: dict[str, torch.Tensor], card: ModelCard) -> 
 def load_trained(model_dir: Path) -> tuple[torch.nn.Module, ModelCard]:
     """Rebuild a model from its card (`model.json`) and load `model.pt` (tensors only), in eval
     mode."""
-    card = ModelCard.read(model_dir / "model.json")
+    card = ModelCard.read(model_dir / CARD)
     try:
         model = build_model(card.model, card.architecture, num_classes=len(card.classes))
         model.load_state_dict(load_checkpoint(model_dir / "model.pt"))
@@ -74,27 +77,36 @@ def load_for_test(
 
 
 def read_image(path: Path) -> tuple[np.ndarray, str | None]:
-    """An image file as uint8 32×32×3, and a note when it had to be converted or resized."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            note = None
-            if image.mode != "RGB":
-                note = f"converted from {image.mode}"
-                image = image.convert("RGB")
-            if image.size != (IMAGE_SIZE, IMAGE_SIZE):
-                resized = f"resized from {image.size[0]}×{image.size[1]} to 32×32"
-                note = f"{note}; {resized}" if note else resized
-                image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC)
-            return np.array(image), note  # a writable copy, as torch.from_numpy wants
-    except (
-        UnidentifiedImageError,
-        Image.DecompressionBombError,
-        OSError,
-        SyntaxError,
-        ValueError,
-    ) as exc:
-        raise DataError(f"{path}: not a readable image ({exc})") from None
+    """An image file as uint8 32×32×3, upright by its EXIF orientation, and a note when it had to
+    be converted or resized.
+
+    Integer greyscale beyond 8 bits is scaled, not clipped as Pillow's `convert` would: I;16 (and
+    I, as Pillow opens some 16-bit files, when its values lie in 0..65535) maps 0..65535 to 0..255.
+    Float (F) images, and I images outside that range, have no known range and are refused.
+    """
+    image = load_image(path)
+    note = None
+    if image.mode != "RGB":
+        note = f"converted from {image.mode}"
+        image = _to_8_bits(image, path).convert("RGB")
+    if image.size != (IMAGE_SIZE, IMAGE_SIZE):
+        resized = f"resized from {image.size[0]}×{image.size[1]} to 32×32"
+        note = f"{note}; {resized}" if note else resized
+        image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC)
+    return np.array(image), note  # a writable copy, as torch.from_numpy wants
+
+
+def _to_8_bits(image: Image.Image, path: Path) -> Image.Image:
+    """`image` with 16-bit integer greyscale scaled to 8 bits (L); 8-bit modes as they are."""
+    if image.mode != "F" and not image.mode.startswith("I"):
+        return image
+    pixels = np.asarray(image)
+    if image.mode == "F" or pixels.min() < 0 or pixels.max() > UINT16_MAX:
+        raise DataError(
+            f"{path}: mode {image.mode} pixel values have no known range to scale to 8 bits "
+            f"(allowed: 8-bit images, and 16-bit greyscale with values 0..{UINT16_MAX})"
+        )
+    return Image.fromarray(np.rint(pixels / (UINT16_MAX / 255)).astype(np.uint8))
 
 
 @torch.no_grad()

@@ -28,7 +28,13 @@ from typing import Any
 import yaml
 
 from cifar_study.cli import user_errors_exit
-from cifar_study.config import Params, parse_overrides, parse_params, with_overrides
+from cifar_study.config import (
+    Params,
+    parse_overrides,
+    parse_params,
+    read_params_file,
+    with_overrides,
+)
 from cifar_study.errors import ConfigError
 
 
@@ -56,10 +62,8 @@ def read_recipe(path: Path) -> dict[str, Any]:
 
 def resolve(params_file: Path, recipe: Mapping[str, Any]) -> Params:
     """params.yaml with the recipe's values set, validated as a stage would."""
-    try:
-        raw = yaml.safe_load(params_file.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read {params_file}: {exc}") from None
+    raw = read_params_file(params_file)
+    parse_params(raw, source=str(params_file))  # the file alone first, so its errors name it
     return parse_params(with_overrides(raw, recipe), source=f"{params_file} with the recipe")
 
 

@@ -1,6 +1,6 @@
 """Gather a seed sweep's DVC experiments: mean ± standard deviation per model, paired by seed.
 
-    dvc exp run --queue -S 'seed=range(0,5)' && dvc queue start -j 1   # then wait for the queue
+    dvc exp run --queue -S 'seed=range(1,5)' && dvc queue start -j 1   # then wait for the queue
     python -m cifar_study.seed_sweep --out plots/seeds
 
 Reads `dvc exp show --json` in the current repository: the baseline commit and its experiments
@@ -41,36 +41,59 @@ def _params(data: dict[str, Any]) -> dict[str, Any]:
     return flatten(data.get("params", {}).get("params.yaml", {}).get("data", {}))
 
 
+def _name(state: dict[str, Any]) -> str:
+    """An entry's experiment name, or its short commit hash where it has none."""
+    return state.get("name") or state["rev"][:7]
+
+
+def _collection_error(state: dict[str, Any]) -> str:
+    """Why DVC could not collect an entry whose `data` is null, as its `error` says."""
+    return (state.get("error") or {}).get("msg") or "no reason given"
+
+
+def _differing(reference: dict[str, Any], params: dict[str, Any]) -> list[str]:
+    """The params, other than the seed, whose value differs from the reference's."""
+    keys = reference.keys() | params.keys() - {"seed"}
+    return sorted(k for k in keys if params.get(k) != reference.get(k))
+
+
 def seed_runs(entries: list[dict[str, Any]]) -> tuple[list[SeedRun], list[str], list[str]]:
     """The runs of one recipe in `dvc exp show --json` output, the models in the comparison's
-    order, and a line for each run left out (no metrics, or other params than the seed)."""
+    order, and a line for each run left out (unreadable, no metrics, a model missing from its
+    comparison, or other params than the seed)."""
     baselines = [entry for entry in entries if entry.get("rev") != "workspace"]
     if not baselines:
         raise DataError("no commit in this repository: commit a run first, then sweep the seed")
     base = baselines[0]
-    candidates = [(base.get("name") or base["rev"][:7], base["data"])]
-    for experiment in base.get("experiments") or []:
-        latest = experiment["revs"][0]
-        candidates.append((latest.get("name") or latest["rev"][:7], latest["data"]))
+    if base.get("data") is None:
+        raise DataError(
+            f"DVC could not read the baseline commit {_name(base)} ({_collection_error(base)}), "
+            "whose params the runs are matched against: fix what `dvc exp show` reports"
+        )
     reference = {k: v for k, v in _params(base["data"]).items() if k != "seed"}
+    states = [base, *(experiment["revs"][0] for experiment in base.get("experiments") or [])]
     runs, models, left_out = [], [], []
-    for name, data in candidates:
+    for state in states:
+        name, data = _name(state), state.get("data")
+        if data is None:
+            left_out.append(f"{name}: DVC could not read it ({_collection_error(state)})")
+            continue
         comparison = data.get("metrics", {}).get(COMPARISON, {}).get("data")
         if not comparison:
             left_out.append(f"{name}: no {COMPARISON} (not run yet, queued or failed)")
             continue
         params = _params(data)
-        differing = sorted(
-            k
-            for k in reference.keys() | params.keys() - {"seed"}
-            if params.get(k) != reference.get(k)
-        )
+        differing = _differing(reference, params)
         if differing:
             left_out.append(f"{name}: other params than the seed differ ({', '.join(differing)})")
             continue
-        models = models or list(comparison["models"])
-        accuracy = {m: comparison["models"][m]["test_acc"] for m in models}
-        runs.append(SeedRun(name, int(params["seed"]), accuracy))
+        scored = comparison.get("models", {})
+        models = models or list(scored)
+        missing = [m for m in models if "test_acc" not in scored.get(m, {})]
+        if missing:
+            left_out.append(f"{name}: {COMPARISON} has no test_acc for {', '.join(missing)}")
+            continue
+        runs.append(SeedRun(name, int(params["seed"]), {m: scored[m]["test_acc"] for m in models}))
     return runs, models, left_out
 
 
@@ -91,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = summarise(runs, models)
     except ValueError as exc:
         raise DataError(
-            f"{exc}; run more seeds: dvc exp run --queue -S 'seed=range(0,5)'"
+            f"{exc}; run more seeds: dvc exp run --queue -S 'seed=range(1,5)'"
         ) from None
     write_json(args.out / "seeds.json", summary)
     seeds_png(summary, args.out / "seeds.png")

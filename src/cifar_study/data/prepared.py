@@ -168,7 +168,7 @@ def prepare(
         "split": {"val_size": val_size, "seed": seed},
         "sha256": {},
     }
-    with atomic_dir(out_dir) as staging:
+    with atomic_dir(out_dir, SUMMARY) as staging:
         for name, split in splits.items():
             for kind, array in (("images", split.images), ("labels", split.labels)):
                 filename = f"{name}_{kind}.npy"

@@ -13,7 +13,7 @@ import pickle
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cifar_study.errors import DataError
 from cifar_study.fileio import file_digest
@@ -64,7 +64,8 @@ def read_raw(raw_dir: Path) -> RawDataset:
 
 
 def verify_manifest(raw_dir: Path) -> dict:
-    """Check every file in `raw_dir` against the sha256 recorded at download; return the manifest."""
+    """Check every file in `raw_dir` against the sha256 recorded at download; return the
+    manifest."""
     path = raw_dir / MANIFEST
     try:
         manifest = json.loads(path.read_text())
@@ -72,10 +73,12 @@ def verify_manifest(raw_dir: Path) -> dict:
     except FileNotFoundError:
         raise DataError(f"{path} is missing: run the download stage first") from None
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise DataError(f"{path} is not a valid manifest ({exc}); rerun the download stage") from None
-    present = {
-        p.relative_to(raw_dir).as_posix() for p in raw_dir.rglob("*") if p.is_file()
-    } - {MANIFEST}
+        raise DataError(
+            f"{path} is not a valid manifest ({exc}); rerun the download stage"
+        ) from None
+    present = {p.relative_to(raw_dir).as_posix() for p in raw_dir.rglob("*") if p.is_file()} - {
+        MANIFEST
+    }
     for name in sorted(present ^ set(expected)):
         state = "is not in the manifest" if name in present else "is listed but missing"
         raise DataError(f"{raw_dir / name} {state}; the raw data changed since download")
@@ -112,7 +115,9 @@ def read_official(folder: Path) -> RawDataset:
     return RawDataset(classes, train_images, train_labels, test_images, test_labels)
 
 
-def _read_batches(folder: Path, names: tuple[str, ...], num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def _read_batches(
+    folder: Path, names: tuple[str, ...], num_classes: int
+) -> tuple[np.ndarray, np.ndarray]:
     images, labels = [], []
     for name in names:
         path = folder / name
@@ -140,12 +145,14 @@ class _ArrayUnpickler(pickle.Unpickler):
     this allow-list is the second guard, for copies whose checksum was changed by hand.
     """
 
-    _ALLOWED = {
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-    }
+    _ALLOWED = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+        }
+    )
 
     def find_class(self, module: str, name: str) -> type:
         if (module, name) not in self._ALLOWED:
@@ -206,13 +213,26 @@ def _read_split(split_dir: Path, classes: list[str]) -> tuple[np.ndarray, np.nda
 
 
 def _read_image(path: Path) -> np.ndarray:
+    """A training image, which must already be 32×32 RGB: data is never silently converted."""
+    image = load_image(path)
+    if image.mode != "RGB" or image.size != IMAGE_SHAPE[:2]:
+        raise DataError(
+            f"{path}: image is {image.size[0]}×{image.size[1]} {image.mode}; expected 32×32 RGB"
+        )
+    return np.asarray(image)
+
+
+def load_image(path: Path) -> Image.Image:
+    """An image file decoded in full and turned upright by its EXIF orientation, or a DataError;
+    training and `predict` both read images with it, so the two see the same pixels."""
     try:
         with Image.open(path) as image:
-            if image.mode != "RGB" or image.size != IMAGE_SHAPE[:2]:
-                raise DataError(
-                    f"{path}: image is {image.size[0]}×{image.size[1]} {image.mode}; "
-                    "expected 32×32 RGB"
-                )
-            return np.asarray(image)
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as exc:
-        raise DataError(f"{path}: unreadable image ({exc})") from None
+            return ImageOps.exif_transpose(image)  # a loaded copy, independent of the file
+    except (
+        UnidentifiedImageError,
+        Image.DecompressionBombError,
+        OSError,
+        SyntaxError,
+        ValueError,
+    ) as exc:
+        raise DataError(f"{path}: not a readable image ({exc})") from None

@@ -28,7 +28,7 @@ def acquire(source: str, raw_dir: Path, download_dir: Path) -> dict:
     `raw_dir` is replaced only once the new data is complete and checked; on any error the
     previous contents stay as they were.
     """
-    with atomic_dir(raw_dir) as staging:
+    with atomic_dir(raw_dir, MANIFEST) as staging:
         if source == "cifar10":
             archive = download_dir / CIFAR10_ARCHIVE
             if not (archive.is_file() and file_digest(archive, "md5") == CIFAR10_MD5):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -91,26 +92,36 @@ def compare(rows: dict[str, dict[str, Any]], correct: dict[str, np.ndarray]) -> 
     return {"models": rows, f"{names[0]}_versus": versus}
 
 
-_TABLE = [
-    ("Test accuracy (final weights)", "test_acc", "{:.2%}"),
-    ("Test accuracy, flip TTA", "test_acc_flip_tta", "{:.2%}"),
-    ("Test accuracy, flip + translate TTA", "test_acc_flip_translate_tta", "{:.2%}"),
-    ("Test loss", "test_loss", "{:.4f}"),
-    ("Expected calibration error", "test_ece", "{:.2%}"),
-    ("Test accuracy under corruption (mean)", "corruption_acc_mean", "{:.2%}"),
-    ("Under corruption, relative to clean", "corruption_acc_relative", "{:.1%}"),
-    ("Test images scored under corruption", "corruption_test_images", "{:,}"),
-    ("Parameters", "parameters", "{:,}"),
-    ("Multiply-accumulates per image", "macs_per_image", "{:,}"),
-    ("Test accuracy per million parameters", "test_acc_per_million_parameters", "{:.2%}"),
-    ("Epochs", "epochs", "{}"),
-    ("Share of the train split trained on", "train_fraction", "{:.0%}"),
-    ("Final train loss (augmented batches)", "final_train_loss", "{:.4f}"),
-    ("Final validation loss", "final_val_loss", "{:.4f}"),
-    ("Gap: test loss − train loss", "generalisation_gap_test_minus_train_loss", "{:+.4f}"),
-    ("Training time", "train_time_s", "{:,.0f} s"),
-    ("Training throughput (median epoch)", "train_images_per_s", "{:,.0f} images/s"),
-    ("Inference throughput", "inference_images_per_s", "{:,.0f} images/s"),
+def _points_per_million(value: float) -> str:
+    """Accuracy (a fraction) per million parameters, in percentage points: "32.3 points"."""
+    return f"{value * 100:,.1f} points"
+
+
+# Per row: its label, the row's key, and how a value is written.
+_TABLE: list[tuple[str, str, Callable[[Any], str]]] = [
+    ("Test accuracy (final weights)", "test_acc", "{:.2%}".format),
+    ("Test accuracy, flip TTA", "test_acc_flip_tta", "{:.2%}".format),
+    ("Test accuracy, flip + translate TTA", "test_acc_flip_translate_tta", "{:.2%}".format),
+    ("Test loss", "test_loss", "{:.4f}".format),
+    ("Expected calibration error", "test_ece", "{:.2%}".format),
+    ("Test accuracy under corruption (mean)", "corruption_acc_mean", "{:.2%}".format),
+    ("Under corruption, relative to clean", "corruption_acc_relative", "{:.1%}".format),
+    ("Test images scored under corruption", "corruption_test_images", "{:,}".format),
+    ("Parameters", "parameters", "{:,}".format),
+    ("Multiply-accumulates per image", "macs_per_image", "{:,}".format),
+    (
+        "Test accuracy per million parameters",
+        "test_acc_per_million_parameters",
+        _points_per_million,
+    ),
+    ("Epochs", "epochs", "{}".format),
+    ("Share of the train split trained on", "train_fraction", "{:.0%}".format),
+    ("Final train loss (augmented batches)", "final_train_loss", "{:.4f}".format),
+    ("Final validation loss", "final_val_loss", "{:.4f}".format),
+    ("Gap: test loss − train loss", "generalisation_gap_test_minus_train_loss", "{:+.4f}".format),
+    ("Training time", "train_time_s", "{:,.0f} s".format),
+    ("Training throughput (median epoch)", "train_images_per_s", "{:,.0f} images/s".format),
+    ("Inference throughput", "inference_images_per_s", "{:,.0f} images/s".format),
 ]
 
 
@@ -134,9 +145,7 @@ def markdown_report(comparison: dict[str, Any], charts: list[str], context: str)
     ]
     for label, key, fmt in _TABLE:
         if all(key in rows[n] for n in names):
-            lines.append(
-                f"| {label} | " + " | ".join(fmt.format(rows[n][key]) for n in names) + " |"
-            )
+            lines.append(f"| {label} | " + " | ".join(fmt(rows[n][key]) for n in names) + " |")
     for other, diff in versus.items():
         lines += [
             "",

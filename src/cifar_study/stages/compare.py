@@ -114,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if len(args.models) < 2:
         parser.error("--models needs at least two model names")
+    repeated = sorted({m for m in args.models if args.models.count(m) > 1})
+    if repeated:
+        parser.error(f"--models names {', '.join(repeated)} more than once; name each model once")
 
     models = {
         m: _read_model(m, args.model_root, args.eval_root, args.robustness_root)

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from cifar_study.cli import user_errors_exit
 from cifar_study.config import load_params
-from cifar_study.data.prepared import prepare
+from cifar_study.data.prepared import SUMMARY, prepare
 from cifar_study.data.preview import save_sample_grid
 from cifar_study.data.raw import read_raw
-from cifar_study.fileio import atomic_path
+from cifar_study.fileio import atomic_path, check_replaceable
 
 
 @user_errors_exit
@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="prepared folder to (re)write")
     parser.add_argument("--samples", type=Path, required=True, help="PNG grid of sample images")
     args = parser.parse_args(argv)
+    check_replaceable(args.out, SUMMARY)
     params = load_params(args.params)
     raw = read_raw(args.raw)
     # Render the grid first and rename it last: a failure anywhere leaves both outputs as they were.

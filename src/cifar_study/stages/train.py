@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,8 @@ from cifar_study.cli import user_errors_exit
 from cifar_study.config import SHARED_KEYS, ModelParams, Params, load_params
 from cifar_study.data.prepared import PreparedData, load_prepared, train_subset
 from cifar_study.device import DeviceSplit, Runtime, process_group, resolve_runtime
-from cifar_study.inference import save_trained
+from cifar_study.fileio import check_replaceable
+from cifar_study.inference import CARD, save_trained
 from cifar_study.models import build_model
 from cifar_study.models.init import initialise, whiten_first_conv, zero_residual_branches
 from cifar_study.models.size import count_parameters, macs_per_image
@@ -70,6 +72,7 @@ class TrainingJob:
 @user_errors_exit
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    check_replaceable(args.out, CARD)  # now, not after hours of training
     params = load_params(args.params)
     job = TrainingJob.resolve(params, args.model, args.data)
     torch.manual_seed(params.seed)
@@ -96,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 trainer.fit(on_epoch=lambda m: _report(live, len(trainer.history), params, m))
             except TrainingInterrupted as exc:
-                print(f"error: {exc}", flush=True)
+                print(f"error: {exc}", file=sys.stderr, flush=True)
                 return 128 + exc.signum
         if runtime.is_main:
             export(trainer, job, size, args.out)

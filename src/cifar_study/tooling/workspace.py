@@ -39,7 +39,11 @@ PARTIAL_RUN = ".partial-run"
 
 
 def create_workspace(dest: Path, overrides: Mapping[str, Any], root: Path = PROJECT_ROOT) -> Path:
-    """Copy the project into `dest` (replaced), apply dotted-key overrides, git-commit, init DVC."""
+    """Copy the project into `dest` (replaced), apply dotted-key overrides, git-commit, init DVC.
+
+    The overrides are checked before `dest` is touched."""
+    raw = yaml.safe_load((root / "params.yaml").read_text())
+    params = overridden(raw, overrides, source="workspace overrides")
     clear_workspace(dest)
     dest.mkdir(parents=True)
     (dest / MARKER).touch()
@@ -52,8 +56,6 @@ def create_workspace(dest: Path, overrides: Mapping[str, Any], root: Path = PROJ
         else:
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, dest / name)
-    raw = yaml.safe_load((dest / "params.yaml").read_text())
-    params = overridden(raw, overrides, source="workspace overrides")
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     dvc = [sys.executable, "-m", "dvc"]
     for command in (

@@ -8,12 +8,14 @@ RNG states are stored as tensors (NumPy's tuple states would break `weights_only
 from __future__ import annotations
 
 import pickle
+import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from cifar_study.errors import StudyError
+from cifar_study.errors import DataError, StudyError
 from cifar_study.fileio import atomic_path
 
 
@@ -29,15 +31,28 @@ def save_checkpoint(state: dict[str, Any], path: Path) -> None:
         ) from None
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a checkpoint or model file, tensors and plain containers only."""
+def load_checkpoint(path: Path) -> Any:
+    """Read a checkpoint or model file, tensors and plain containers only (which container is
+    the caller's to check)."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as exc:
-        raise StudyError(
-            f"{path} cannot be loaded safely ({str(exc).splitlines()[0]}); "
-            "it is corrupt or carries objects other than tensors"
-        ) from None
+        raise DataError(_refusal(path, exc)) from None
+
+
+def _refusal(path: Path, exc: Exception) -> str:
+    """Why `path` did not load, in plain words: torch's own message advises turning off
+    `weights_only` (which would run any pickled code) and carries terminal escape codes."""
+    unsafe = re.search(r"GLOBAL (\S+) was not an allowed global", str(exc))
+    if unsafe:
+        return (
+            f"{path} cannot be loaded safely: it holds pickled Python objects "
+            f"({unsafe.group(1)}), which are refused: only tensors and plain containers are "
+            "allowed"
+        )
+    if not zipfile.is_zipfile(path):
+        return f"{path} is not a torch file: it is empty, truncated or another kind of file"
+    return f"{path} is not a tensors-only torch checkpoint: it is corrupt or not from torch.save"
 
 
 def rng_state() -> dict[str, Any]:

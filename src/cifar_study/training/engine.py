@@ -216,7 +216,7 @@ class Trainer:
         """
         if not self.checkpoint_path.is_file():
             return False
-        state = load_checkpoint(self.checkpoint_path)
+        state = self._read_checkpoint()
         if state.get("format") != CHECKPOINT_FORMAT or state.get("fingerprint") != self.fingerprint:
             self._say(f"{self.checkpoint_path}: from another configuration; starting afresh")
             return False
@@ -231,9 +231,9 @@ class Trainer:
             if self.ema is not None:
                 self.ema.load_state_dict(state["ema"])
         except (KeyError, RuntimeError, ValueError) as exc:
-            raise StudyError(
+            raise self._unusable(
                 f"{self.checkpoint_path} matches this configuration but cannot be restored "
-                f"({str(exc).splitlines()[0]}); delete it to start afresh"
+                f"({str(exc).splitlines()[0]})"
             ) from None
         self.epoch, self.step_in_epoch, self.perm = (
             state["epoch"],
@@ -248,6 +248,26 @@ class Trainer:
         where = f"epoch {self.epoch + 1} step {self.step_in_epoch}"
         self._say(f"resuming from {self.checkpoint_path}: {where}")
         return True
+
+    def _read_checkpoint(self) -> dict[str, Any]:
+        """The checkpoint's contents, or the error to delete it: a file that will not load as a
+        dict would otherwise block every later run."""
+        try:
+            state = load_checkpoint(self.checkpoint_path)
+        except StudyError as exc:
+            raise self._unusable(str(exc)) from None
+        if not isinstance(state, dict):
+            raise self._unusable(
+                f"{self.checkpoint_path} holds a {type(state).__name__}, not a training checkpoint"
+            )
+        return state
+
+    def _unusable(self, reason: str) -> StudyError:
+        """The error for a checkpoint that cannot be resumed: why, and how to train anew."""
+        return StudyError(
+            f"{reason}; delete {self.checkpoint_path} (or move it away) to start training "
+            "from scratch"
+        )
 
     def save(self) -> None:
         """Checkpoint (rank 0 writes; every rank must call it, since it gathers RNG states)."""
