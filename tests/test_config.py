@@ -218,14 +218,6 @@ def test_config_error_is_a_study_error() -> None:
     assert issubclass(ConfigError, StudyError)
 
 
-@pytest.mark.parametrize(
-    ("source", "local"),
-    [("cifar10", False), ("digits", False), ("data/my-copy.tar.gz", True), ("CIFAR10", True)],
-)
-def test_is_local_path(source: str, local: bool) -> None:
-    assert parse_params({"data": {"source": source}}).data.is_local_path is local
-
-
 def test_params_are_frozen() -> None:
     params = parse_params({})
     with pytest.raises(dataclasses.FrozenInstanceError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -111,6 +112,33 @@ def test_set_changes_the_recipe_for_one_run_under_its_own_name(
     assert line.startswith("dvc exp run -n short5-all -S epochs=5 ")
     assert line.endswith(" -S data.val_size=0 evaluate@resnet")
     assert " -S batch_size=128 -S lr=0.3 -S warmup_epochs=1 " in line  # replaced, in place
+
+
+def test_run_starts_this_interpreters_dvc(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    started = []
+    monkeypatch.setattr(
+        recipes.subprocess, "run", lambda command: started.append(command) or FinishedRun()
+    )
+    argv = [
+        "run",
+        "short5",
+        "--recipes",
+        str(ROOT / "recipes"),
+        "--params",
+        str(ROOT / "params.yaml"),
+    ]
+    assert recipes.main(argv) == 0
+    [command] = started
+    assert command[:5] == [sys.executable, "-m", "dvc", "exp", "run"]
+    assert capsys.readouterr().out.startswith("running: dvc exp run -n short5 ")
+
+
+class FinishedRun:
+    """What subprocess.run returns for a command that succeeded."""
+
+    returncode = 0
 
 
 @pytest.fixture

@@ -31,8 +31,6 @@ from cifar_study.rules import (
     sections,
 )
 
-NAMED_SOURCES = ("cifar10", "digits")
-
 
 def _channels(check: Callable[[float], bool], allowed: str) -> dict[str, Any]:
     """null, or one number per RGB channel, each satisfying `check`."""
@@ -75,11 +73,6 @@ class DataConfig(Checked):
         """(mean, std) when params.yaml gives them; None: measure them on the train split."""
         mean, std = self.mean, self.std
         return None if mean is None or std is None else (mean, std)
-
-    @property
-    def is_local_path(self) -> bool:
-        """True when `source` names a file or folder rather than a built-in source."""
-        return self.source not in NAMED_SOURCES
 
 
 OPTIMIZERS = ("sgd", "muon", "adam", "adamw")

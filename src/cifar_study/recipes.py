@@ -174,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         print(shlex.join(command))
         return 0
     print(f"running: {shlex.join(command)}", flush=True)
-    return subprocess.run(command).returncode
+    # This interpreter's DVC, as the other tools run it: a venv need not be on PATH.
+    return subprocess.run([sys.executable, "-m", *command]).returncode
 
 
 if __name__ == "__main__":
