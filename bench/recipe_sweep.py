@@ -4,17 +4,17 @@
         base lr=0.2 decay_norm_and_bias=false "ema_decay=0.999 seed=1"
 
 Each positional argument is one variant: space-separated `key=value` overrides of params.yaml
-(dotted keys for nested ones, e.g. `resnet.dropout=0.2`; `base` for none). Every variant starts
-from --recipe's values, if given (e.g. `--recipe short20` for recipes/short20.yaml, so a search
-around a recipe follows the recipe when it changes), then --base's overrides, then its own.
-Variants train concurrently, one process each, at most --parallel at once (default: all): a small
-model leaves most of a GPU idle, so concurrent runs cost little more than one. Selection reads
-the validation split only. --budget-s stops the stragglers (what they logged so far is still
-reported) and starts no more. `@FILE` reads arguments from FILE, one per line (`#` starts a
-comment line), e.g. a search kept in bench/searches/. --apply-best PARAMS writes the whole params
-of the variant with the best final validation accuracy, among those that finished (the recipe's
-and --base's values included), to PARAMS, e.g. to train it in full. --data's prepared split is the
-one every variant trains and validates on, whatever `data.` keys say.
+(dotted keys for nested ones, e.g. `resnet.dropout=0.2`; `base` for none). Every variant starts from
+--recipe's values, if given (e.g. `--recipe short20` for recipes/short20.yaml, so a search around a
+recipe follows the recipe when it changes), then --base's overrides, then its own. Variants train
+concurrently, one process each, at most --parallel at once (default: all): a small model leaves most
+of a GPU idle, so concurrent runs cost little more than one. Selection reads the validation split
+only. --budget-s stops the stragglers (what they logged so far is still reported) and starts no
+more; the sweep exits non-zero when no variant finished. `@FILE` reads arguments from FILE, one per
+line (`#` starts a comment line), e.g. a search kept in bench/searches/. --apply-best PARAMS writes
+the whole params of the variant with the best final validation accuracy, among those that finished
+(the recipe's and --base's values included), to PARAMS, e.g. to train it in full. --data's prepared
+split is the one every variant trains and validates on, whatever `data.` keys say.
 """
 
 from __future__ import annotations
@@ -75,9 +75,9 @@ def checked_base(params_file: Path, model: str) -> dict:
 @exits_on_error
 def check_validation_split(data: Path) -> None:
     """Selection reads the validation split: prepared data without one is refused."""
-    if not read_summary(data)["counts"].get("val", {}).get("total", 0):
+    if not read_summary(data).get("counts", {}).get("val", {}).get("total", 0):
         raise StudyError(
-            f"{data} has no validation split to choose on: prepare it with val_size > 0"
+            f"{data} has no validation split to choose on: prepare it with data.val_size > 0"
         )
 
 
@@ -270,10 +270,11 @@ def main(argv: list[str] | None = None) -> None:
     if stopped:
         raise SystemExit("stopped by a signal: the table above is what the variants logged")
     if not finished:
-        raise SystemExit(f"no variant finished: see each one's train.log under {args.out}")
+        raise SystemExit(
+            "no variant finished (the budget ran out, or each failed): the table above is what "
+            f"they logged; each one's train.log under {args.out} says why"
+        )
     if args.apply_best:
-        if not finished:
-            raise SystemExit("no variant finished with a validation curve: nothing to apply")
         chosen = max(finished, key=finished.__getitem__)  # the first of equals
         said = f"chosen on validation: {chosen} ({finished[chosen]:.2%})"
         if plans[chosen] == base and args.apply_best.resolve() == args.params.resolve():

@@ -62,3 +62,13 @@ def test_the_working_folder_and_those_above_it_are_refused(
     monkeypatch.chdir(here)
     with pytest.raises(StudyError, match="working folder or one above it"):
         check_replaceable(out, "marker.json")
+
+
+def test_a_link_is_refused_naming_what_it_points_to(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "marker.json").write_text("an earlier output")
+    (tmp_path / "link").symlink_to(real)
+    with pytest.raises(StudyError, match=r"link: is a link \(to .*real\); name the folder itself"):
+        check_replaceable(tmp_path / "link", "marker.json")
+    assert (real / "marker.json").read_text() == "an earlier output"

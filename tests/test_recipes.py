@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -119,7 +120,9 @@ def test_run_starts_this_interpreters_dvc(
 ) -> None:
     started = []
     monkeypatch.setattr(
-        recipes.subprocess, "run", lambda command: started.append(command) or FinishedRun()
+        recipes.subprocess,
+        "run",
+        lambda command, env: started.append((command, env)) or FinishedRun(),
     )
     argv = [
         "run",
@@ -130,8 +133,9 @@ def test_run_starts_this_interpreters_dvc(
         str(ROOT / "params.yaml"),
     ]
     assert recipes.main(argv) == 0
-    [command] = started
+    [(command, env)] = started
     assert command[:5] == [sys.executable, "-m", "dvc", "exp", "run"]
+    assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)  # its `python`
     assert capsys.readouterr().out.startswith("running: dvc exp run -n short5 ")
 
 

@@ -172,6 +172,16 @@ def test_something_other_than_a_state_dict_is_refused(
     assert "holds no state dict" in _refusal(tmp_path, [1, 2, 3], capsys)
 
 
+def test_a_file_that_is_not_a_checkpoint_is_named_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "notes.pth").write_text("not a checkpoint")
+    assert study_weights.main([str(tmp_path / "notes.pth"), "--out", str(tmp_path / "m")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'notes.pth'} is not a torch file")
+    assert err.count("notes.pth") == 1
+
+
 def test_a_missing_checkpoint_is_one_line(tmp_path: Path, capsys) -> None:
     assert study_weights.main([str(tmp_path / "nope.pth"), "--out", str(tmp_path / "m")]) == 1
     assert capsys.readouterr().err.strip().endswith("nope.pth: no such file")

@@ -273,8 +273,8 @@ def set_dotted(params: dict, key: str, value: Any) -> None:
     node: Any = params
     for depth, part in enumerate(key.split(".")):
         if not isinstance(node, dict):
-            value = ".".join(parents[:depth])
-            raise ConfigError(f"params.yaml has no key '{key}': {value} is a value, not a section")
+            leaf = ".".join(parents[:depth])
+            raise ConfigError(f"params.yaml has no key '{key}': {leaf} is a value, not a section")
         if part not in node:
             where = f"under {'.'.join(parents[:depth])}" if depth else "at the top level"
             raise ConfigError(

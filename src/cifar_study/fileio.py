@@ -37,14 +37,19 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
 
 
 def check_replaceable(target: str | Path, marker: str) -> None:
-    """Refuse an output folder whose replacement would delete what this step did not write: the
-    working folder or one above it, a file, or a non-empty folder without `marker` in it."""
+    """Refuse an output folder whose replacement would delete what this step did not write (the
+    working folder or one above it, a file, a non-empty folder without `marker` in it) or would
+    fail after the work (a link, which is not a folder to replace)."""
     target = Path(target)
     resolved, here = target.resolve(), Path.cwd().resolve()
     if resolved == here or resolved in here.parents:
         raise StudyError(
             f"{target}: the output would replace the working folder or one above it; "
             "name a folder of its own"
+        )
+    if target.is_symlink():
+        raise StudyError(
+            f"{target}: is a link (to {resolved}); name the folder itself, which is replaced whole"
         )
     if resolved.exists() and not resolved.is_dir():
         raise StudyError(f"{target}: is a file; the output must be a folder")

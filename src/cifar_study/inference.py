@@ -86,13 +86,16 @@ def read_image(path: Path) -> tuple[np.ndarray, str | None]:
     """
     image = load_image(path)
     note = None
-    if image.mode != "RGB":
-        note = f"converted from {image.mode}"
-        image = _to_8_bits(image, path).convert("RGB")
-    if image.size != (IMAGE_SIZE, IMAGE_SIZE):
-        resized = f"resized from {image.size[0]}×{image.size[1]} to 32×32"
-        note = f"{note}; {resized}" if note else resized
-        image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC)
+    try:
+        if image.mode != "RGB":
+            note = f"converted from {image.mode}"
+            image = _to_8_bits(image, path).convert("RGB")
+        if image.size != (IMAGE_SIZE, IMAGE_SIZE):
+            resized = f"resized from {image.size[0]}×{image.size[1]} to 32×32"
+            note = f"{note}; {resized}" if note else resized
+            image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC)
+    except (OSError, ValueError) as exc:  # a mode Pillow cannot convert or resize
+        raise DataError(f"{path}: cannot be converted to 32×32 RGB ({exc})") from None
     return np.array(image), note  # a writable copy, as torch.from_numpy wants
 
 

@@ -36,6 +36,7 @@ from cifar_study.config import (
     with_overrides,
 )
 from cifar_study.errors import ConfigError
+from cifar_study.tooling.workspace import pipeline_env
 
 
 def recipe_file(recipe: str, folder: Path) -> Path:
@@ -174,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         print(shlex.join(command))
         return 0
     print(f"running: {shlex.join(command)}", flush=True)
-    # This interpreter's DVC, as the other tools run it: a venv need not be on PATH.
-    return subprocess.run([sys.executable, "-m", *command]).returncode
+    # This interpreter's DVC, and its `python` for the stages: a venv need not be activated.
+    return subprocess.run([sys.executable, "-m", *command], env=pipeline_env()).returncode
 
 
 if __name__ == "__main__":

@@ -135,8 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.checkpoint.is_file():
         raise DataError(f"{args.checkpoint}: no such file")
+    loaded = load_checkpoint(args.checkpoint)  # its errors name the file already
     try:
-        state = convert(study_state_dict(load_checkpoint(args.checkpoint)), len(CIFAR10_CLASSES))
+        state = convert(study_state_dict(loaded), len(CIFAR10_CLASSES))
     except DataError as exc:
         raise DataError(f"{args.checkpoint}: {exc}") from None
     save_trained(args.out, state, describe(args.checkpoint, state))

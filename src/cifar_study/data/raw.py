@@ -10,10 +10,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import pickle
+import struct
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 from cifar_study.errors import DataError
 from cifar_study.fileio import file_digest
@@ -213,7 +214,8 @@ def _read_split(split_dir: Path, classes: list[str]) -> tuple[np.ndarray, np.nda
 
 
 def _read_image(path: Path) -> np.ndarray:
-    """A training image, which must already be 32×32 RGB: data is never silently converted."""
+    """A training image, which must already be 32×32 RGB (upright by its EXIF orientation, as
+    `predict` reads it): its pixels are never converted or resized."""
     image = load_image(path)
     if image.mode != "RGB" or image.size != IMAGE_SHAPE[:2]:
         raise DataError(
@@ -222,12 +224,25 @@ def _read_image(path: Path) -> np.ndarray:
     return np.asarray(image)
 
 
+# EXIF orientation → the transposition that shows the image upright (as Pillow's exif_transpose).
+_UPRIGHT = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
 def load_image(path: Path) -> Image.Image:
     """An image file decoded in full and turned upright by its EXIF orientation, or a DataError;
     training and `predict` both read images with it, so the two see the same pixels."""
     try:
         with Image.open(path) as image:
-            return ImageOps.exif_transpose(image)  # a loaded copy, independent of the file
+            image.load()
+            return _upright(image).copy()  # in memory, independent of the file
     except (
         UnidentifiedImageError,
         Image.DecompressionBombError,
@@ -236,3 +251,15 @@ def load_image(path: Path) -> Image.Image:
         ValueError,
     ) as exc:
         raise DataError(f"{path}: not a readable image ({exc})") from None
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """`image` turned as its EXIF orientation says. Only that tag is read, and an EXIF block too
+    damaged to read counts as none: the pixels are still good, unlike what Pillow's
+    exif_transpose does with it (it rewrites the whole block, and fails on a malformed entry)."""
+    try:
+        orientation = image.getexif().get(ExifTags.Base.Orientation)
+    except (OSError, SyntaxError, ValueError, struct.error):
+        return image
+    method = _UPRIGHT.get(orientation)
+    return image.transpose(method) if method is not None else image
