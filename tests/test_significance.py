@@ -73,7 +73,7 @@ def test_sentence_names_the_leader_and_says_whether_it_is_chance() -> None:
 
 
 def test_p_values_read_as_people_write_them() -> None:
-    assert [format_p(p) for p in (0.5, 0.0123, 3e-6)] == ["0.5", "0.012", "< 0.0001"]
+    assert [format_p(p) for p in (0.5, 0.0123, 3e-6)] == ["p = 0.5", "p = 0.012", "p < 0.0001"]
 
 
 @pytest.mark.parametrize(("a", "b"), [([True, False], [True]), ([], []), ([[True]], [[True]])])

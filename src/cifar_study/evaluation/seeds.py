@@ -85,7 +85,7 @@ def sentences(summary: dict[str, Any]) -> list[str]:
         lines.append(
             f"{reference} minus {other}: {100 * d['mean_difference']:+.2f} points ± "
             f"{100 * d['std_difference']:.2f} over {n} seeds; {reference} ahead with "
-            f"{d['ahead_in']} of them, behind with {d['behind_in']} (sign test p = "
+            f"{d['ahead_in']} of them, behind with {d['behind_in']} (sign test "
             f"{format_p(d['sign_test_p'])})"
         )
     return lines

@@ -40,15 +40,15 @@ class PairedComparison:
         )
         return (
             f"{verdict} on {self.n:,} test images, {self.confidence:.0%} CI [{100 * low:.2f}, "
-            f"{100 * high:.2f}], McNemar p = {format_p(self.mcnemar_p)} ({self.only_a_correct:,} "
+            f"{100 * high:.2f}], McNemar {format_p(self.mcnemar_p)} ({self.only_a_correct:,} "
             f"images only {a} got right, {self.only_b_correct:,} only {b}): "
             + ("more than chance would give." if clear else "not clearly more than chance.")
         )
 
 
 def format_p(p: float) -> str:
-    """A p-value as people write it: two significant digits, or an upper bound when tiny."""
-    return "< 0.0001" if p < 1e-4 else f"{p:.2g}"
+    """A p-value as people write it: `p = ` two significant digits, or `p < 0.0001` when tiny."""
+    return "p < 0.0001" if p < 1e-4 else f"p = {p:.2g}"
 
 
 def mcnemar_exact(only_a: int, only_b: int) -> float:
