@@ -200,6 +200,18 @@ def test_a_narrow_loss_range_still_gets_labelled_ticks() -> None:
     plt.close(fig)
 
 
+def test_a_loss_spanning_decades_gets_labels_that_do_not_crowd() -> None:
+    # A first validation loss of 145 falling to 0.15, as in a 4-epoch digits run.
+    history = [{"val/loss": v, "val/acc": 0.5, "lr": 0.1} for v in (145.0, 1.7, 0.25, 0.15)]
+    fig = comparison.curves_figure({"a": history})
+    loss = fig.axes[0]
+    fig.canvas.draw()
+    low, high = loss.get_ylim()
+    labelled = [t for t in loss.get_yticks() if low <= t <= high]
+    assert 4 <= len(labelled) <= 12, labelled  # a scale, every label with room of its own
+    plt.close(fig)
+
+
 @pytest.mark.parametrize("with_val", [True, False])
 def test_curves_note_describes_validation_only_when_it_is_drawn(with_val: bool) -> None:
     history = _history(2, True)

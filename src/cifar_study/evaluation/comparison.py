@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -173,6 +174,18 @@ def _points(gap: float) -> str:
 _SPLITS = (("train", "--", "train"), ("val", "-", "validation"))  # key prefix, style, label
 
 
+def _log_ticks_per_decade(low: float, high: float) -> tuple[float, ...]:
+    """Where to label a log axis within each decade: densely where the range is narrow (a short
+    run's losses may span less than a factor of two), sparsely where it spans decades (a first
+    epoch's loss can be 1000× the last), so the labels never crowd."""
+    decades = math.log10(high / low)
+    if decades <= 0.7:
+        return (1, 1.2, 1.5, 2, 3, 5, 7)
+    if decades <= 1.5:
+        return (1, 2, 3, 5)
+    return (1, 2, 5) if decades <= 4 else (1,)
+
+
 def curves_figure(histories: dict[str, list[dict[str, Any]]]) -> plt.Figure:
     """Loss (log scale), accuracy and the learning rate over training, every model overlaid.
 
@@ -188,8 +201,7 @@ def curves_figure(histories: dict[str, list[dict[str, Any]]]) -> plt.Figure:
         lr_label = name if _has_lr_samples(history) else f"{name} (epoch ends only)"
         lr.plot(*_lr_schedule(history), color=colour, label=lr_label)
     loss.set_yscale("log")
-    # 1.2 and 1.5 too: a short run's losses may span less than a factor of two.
-    loss.yaxis.set_major_locator(ticker.LogLocator(subs=(1, 1.2, 1.5, 2, 3, 5, 7)))
+    loss.yaxis.set_major_locator(ticker.LogLocator(subs=_log_ticks_per_decade(*loss.get_ylim())))
     loss.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
     loss.yaxis.set_minor_formatter(ticker.NullFormatter())
     loss.set(title="loss", ylabel="cross-entropy (log scale)")
