@@ -12,6 +12,15 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from cifar_study import recipes
 
 ROOT = Path(__file__).resolve().parents[1]
+# `recipes run short5` with the committed recipes and params.
+RUN_SHORT5 = [
+    "run",
+    "short5",
+    "--recipes",
+    str(ROOT / "recipes"),
+    "--params",
+    str(ROOT / "params.yaml"),
+]
 
 # Read from the study's train.py (see docs/study-recipe.md).
 STUDY = {
@@ -124,15 +133,7 @@ def test_run_starts_this_interpreters_dvc(
         "run",
         lambda command, env: started.append((command, env)) or FinishedRun(),
     )
-    argv = [
-        "run",
-        "short5",
-        "--recipes",
-        str(ROOT / "recipes"),
-        "--params",
-        str(ROOT / "params.yaml"),
-    ]
-    assert recipes.main(argv) == 0
+    assert recipes.main(RUN_SHORT5) == 0
     [(command, env)] = started
     assert command[:5] == [sys.executable, "-m", "dvc", "exp", "run"]
     assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)  # its `python`
@@ -172,15 +173,7 @@ def no_dvc(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_bad_set_or_name_is_refused_before_dvc_starts(
     capsys: pytest.CaptureFixture[str], no_dvc: None, arguments: list[str], message: str
 ) -> None:
-    argv = [
-        "run",
-        "short5",
-        "--recipes",
-        str(ROOT / "recipes"),
-        "--params",
-        str(ROOT / "params.yaml"),
-    ]
-    assert recipes.main([*argv, *arguments]) == 1
+    assert recipes.main([*RUN_SHORT5, *arguments]) == 1
     assert message in capsys.readouterr().err
 
 
