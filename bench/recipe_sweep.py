@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 
 from cifar_study import config
+from cifar_study.cli import user_errors_exit
 from cifar_study.config import ConfigError
 from cifar_study.data.prepared import read_summary
 from cifar_study.errors import StudyError
@@ -48,23 +49,9 @@ def checked(params: dict, label: str, overrides: Callable[[], Mapping[str, Any]]
     try:
         return config.overridden(params, overrides(), "its params")
     except ConfigError as exc:
-        raise SystemExit(f"{label}: {exc}") from None
+        raise ConfigError(f"{label}: {exc}") from None
 
 
-def exits_on_error(check: Callable[..., Any]) -> Callable[..., Any]:
-    """`check`, turned into an exit with its message when it finds a StudyError."""
-
-    @functools.wraps(check)
-    def wrapper(*args: Any) -> Any:
-        try:
-            return check(*args)
-        except StudyError as exc:
-            raise SystemExit(str(exc)) from None
-
-    return wrapper
-
-
-@exits_on_error
 def checked_base(params_file: Path, model: str) -> dict:
     """The params file's content, once it and the model's name are checked."""
     raw = config.read_params_file(params_file)
@@ -72,7 +59,6 @@ def checked_base(params_file: Path, model: str) -> dict:
     return raw
 
 
-@exits_on_error
 def check_validation_split(data: Path) -> None:
     """Selection reads the validation split: prepared data without one is refused."""
     if not read_summary(data).get("counts", {}).get("val", {}).get("total", 0):
@@ -103,7 +89,7 @@ def checked_variants(
     """Each variant's full params (`recipe`'s values first, then the `shared` overrides), all
     validated before any training starts."""
     if len(set(variants)) < len(variants):
-        raise SystemExit(f"each variant must differ from the others, got {variants}")
+        raise ConfigError(f"each variant must differ from the others, got {variants}")
     common = with_recipe(base, recipe, recipes) if recipe else base
     common = overridden(common, shared, "--base") if shared else common
     return {variant: overridden(common, variant) for variant in variants}
@@ -249,7 +235,8 @@ def build_parser() -> ArgumentFileParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
+@user_errors_exit
+def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.parallel < 0:
@@ -283,7 +270,8 @@ def main(argv: list[str] | None = None) -> None:
             with atomic_path(args.apply_best) as tmp:
                 tmp.write_text(yaml.safe_dump(plans[chosen], sort_keys=False))
             print(f"{said} -> {args.apply_best}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

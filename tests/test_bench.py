@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import runpy
 import shutil
 import signal
@@ -19,6 +20,7 @@ import yaml
 from PIL import Image
 from training_helpers import TINY_PIPELINE, build_image_tree, make_tar, tiny_raw
 
+from cifar_study.config import ConfigError
 from cifar_study.data.prepared import prepare
 from cifar_study.device import resolve_runtime
 from cifar_study.tooling.workspace import create_workspace, pipeline_env
@@ -165,7 +167,7 @@ def test_recipe_sweep_applies_overrides_and_refuses_unknown_keys() -> None:
         "lr": 0.2,
         "resnet": {"dropout": 0.1},
     }
-    with pytest.raises(SystemExit, match="no key 'lrr'"):
+    with pytest.raises(ConfigError, match="no key 'lrr'"):
         overridden({"lr": 0.4}, "lrr=0.2")
 
 
@@ -180,12 +182,11 @@ def test_recipe_sweep_applies_overrides_and_refuses_unknown_keys() -> None:
     ],
 )
 def test_recipe_sweep_checks_every_variant_before_training(
-    tmp_path: Path, variants: list[str], message: str
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], variants: list[str], message: str
 ) -> None:
-    with pytest.raises(SystemExit, match=message):
-        script("recipe_sweep.py")["main"](
-            [*variants, "--data", str(tmp_path), "--out", str(tmp_path / "sweep")]
-        )
+    argv = [*variants, "--data", str(tmp_path), "--out", str(tmp_path / "sweep")]
+    assert script("recipe_sweep.py")["main"](argv) == 1
+    assert re.match(f"error: .*{message}", capsys.readouterr().err)
     assert not (tmp_path / "sweep").exists()  # nothing started
 
 
@@ -201,14 +202,16 @@ def test_recipe_sweep_checks_every_variant_before_training(
 def test_recipe_sweep_checks_its_inputs_before_training(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
     args: list[str],
     val_size: float,
     message: str,
 ) -> None:
     monkeypatch.chdir(tmp_path)
     prepare(tiny_raw(n_train=12), tmp_path / "prepared", val_size=val_size, seed=0)
-    with pytest.raises(SystemExit, match=message):
-        script("recipe_sweep.py")["main"](["base", "--data", "prepared", "--out", "sweep", *args])
+    argv = ["base", "--data", "prepared", "--out", "sweep", *args]
+    assert script("recipe_sweep.py")["main"](argv) == 1
+    assert re.match(f"error: .*{message}", capsys.readouterr().err)
     assert not (tmp_path / "sweep").exists()  # nothing started
 
 
@@ -250,7 +253,7 @@ def test_recipe_sweep_refuses_a_missing_or_bad_recipe(
     tmp_path: Path, recipe: str, message: str
 ) -> None:
     (tmp_path / "fast.yaml").write_text("lrr: 0.3\n")
-    with pytest.raises(SystemExit, match=message):
+    with pytest.raises(ConfigError, match=message):
         script("recipe_sweep.py")["checked_variants"]({"lr": 0.4}, ["base"], "", recipe, tmp_path)
 
 
