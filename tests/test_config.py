@@ -10,7 +10,14 @@ import pytest
 import yaml
 
 from cifar_study.architectures import DenseNetSettings, ResNetSettings
-from cifar_study.config import SHARED_KEYS, DataConfig, Params, load_params, parse_params
+from cifar_study.config import (
+    SHARED_KEYS,
+    DataConfig,
+    Params,
+    load_params,
+    parse_params,
+    set_dotted,
+)
 from cifar_study.errors import ConfigError, StudyError
 from cifar_study.rules import allowed_keys
 
@@ -319,3 +326,21 @@ def test_params_made_directly_are_checked_too() -> None:
         Params(train_fraction={"resnet": 1.0})
     with pytest.raises(ValueError, match="resnet must be a ResNetSettings, got DenseNetSettings"):
         Params(architectures={"resnet": DenseNetSettings(), "densenet": DenseNetSettings()})
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("lrr", "params.yaml has no key 'lrr'; keys at the top level: lr, data"),
+        ("data.val", "params.yaml has no key 'data.val'; keys under data: val_size, source"),
+        ("lr.x", "params.yaml has no key 'lr.x': lr is a value, not a section"),
+    ],
+)
+def test_an_unknown_override_key_lists_the_keys_where_it_was_looked_up(
+    key: str, message: str
+) -> None:
+    params = {"lr": 0.4, "data": {"val_size": 0, "source": "digits"}}
+    with pytest.raises(ConfigError) as refused:
+        set_dotted(params, key, 1)
+    assert str(refused.value) == message
+    assert params == {"lr": 0.4, "data": {"val_size": 0, "source": "digits"}}

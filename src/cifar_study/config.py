@@ -269,20 +269,20 @@ SHARED_KEYS: tuple[str, ...] = tuple(
 def set_dotted(params: dict, key: str, value: Any) -> None:
     """Set `a.b.c` in a nested dict, as `dvc exp run -S a.b.c=value` does: every key on the
     way must already exist."""
-    *parents, last = key.split(".")
+    parts = key.split(".")
     node: Any = params
-    for depth, part in enumerate(key.split(".")):
+    for depth, part in enumerate(parts):
+        above = ".".join(parts[:depth])
         if not isinstance(node, dict):
-            leaf = ".".join(parents[:depth])
-            raise ConfigError(f"params.yaml has no key '{key}': {leaf} is a value, not a section")
+            raise ConfigError(f"params.yaml has no key '{key}': {above} is a value, not a section")
         if part not in node:
-            where = f"under {'.'.join(parents[:depth])}" if depth else "at the top level"
+            where = f"under {above}" if depth else "at the top level"
             raise ConfigError(
                 f"params.yaml has no key '{key}'; keys {where}: {', '.join(map(str, node))}"
             )
-        if depth < len(parents):
+        if depth < len(parts) - 1:
             node = node[part]
-    node[last] = value
+    node[parts[-1]] = value
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
